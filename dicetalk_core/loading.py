@@ -1,0 +1,112 @@
+"""Loading the official DICE-Talk weight files into our modules, strictly, key for key.
+
+The release files (``unet.pth``, ``audio_linear.pth``, ``emo_model.pth``, ``pose_guider.pth``) are
+plain tensor dicts read with ``weights_only=True``; a ``.safetensors`` file of the same name is used
+instead when present. Every size is inferred from the tensors, so one code path loads the full-size
+release and tiny test models. Modules are built on the ``meta`` device and take the file's tensors
+as their parameters: no random initialisation of 1.6 B parameters, no second copy in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from diffusers import UNetSpatioTemporalConditionModel
+from torch import nn
+
+from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
+from .errors import CheckpointError
+from .models import AudioProjection, EmotionModel, PoseGuider
+from .models.emotion_model import OFFICIAL_NUM_HEADS
+from .unet_adapters import DiceUNet, install_dice_adapters
+
+UNET_FILE = "unet.pth"
+AUDIO_PROJECTION_FILE = "audio_linear.pth"
+EMOTION_MODEL_FILE = "emo_model.pth"
+POSE_GUIDER_FILE = "pose_guider.pth"
+DICE_TALK_FILES = (UNET_FILE, AUDIO_PROJECTION_FILE, EMOTION_MODEL_FILE, POSE_GUIDER_FILE)
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def find_weight_file(folder: str | Path, name: str) -> Path:
+    """``folder/name``, or the same stem as ``.safetensors``; a clear error naming both when absent."""
+    folder = Path(folder)
+    for candidate in (folder / name, (folder / name).with_suffix(".safetensors")):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        f"Missing DICE-Talk weight file '{name}': put it in {folder.resolve()} "
+        f"(download the official DICE-Talk release; it holds {', '.join(DICE_TALK_FILES)})."
+    )
+
+
+def build_on_meta(factory: Callable[[], ModuleT], state: Mapping[str, torch.Tensor], *, source: str,
+                  what: str) -> ModuleT:
+    """Build ``factory()`` without allocating weights and load ``state`` into it strictly."""
+    with torch.device("meta"):
+        module = factory()
+    return load_strict(module, state, source=source, what=what, assign=True).eval()
+
+
+def _read(path: str | Path) -> tuple[StateDict, str]:
+    return read_state_dict(path), str(path)
+
+
+def _require(state: Mapping[str, torch.Tensor], keys: tuple[str, ...], source: str, what: str) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{source} is not {what}: it lacks {', '.join(missing)}; it looks like {describe_state_dict(state)}."
+        )
+
+
+def load_audio_projection(path: str | Path) -> AudioProjection:
+    """``audio_linear.pth`` -> :class:`AudioProjection` (sizes from the file)."""
+    state, source = _read(path)
+    what = "the DICE-Talk audio projection (audio_linear.pth)"
+    _require(state, ("proj1.weight", "proj3.weight", "norm.weight"), source, what)
+    return build_on_meta(lambda: AudioProjection.from_state_dict(state), state, source=source, what=what)
+
+
+def load_emotion_model(path: str | Path, num_heads: int = OFFICIAL_NUM_HEADS) -> EmotionModel:
+    """``emo_model.pth`` -> :class:`EmotionModel` (sizes from the file; the head count is not stored in it)."""
+    state, source = _read(path)
+    what = "the DICE-Talk emotion model (emo_model.pth)"
+    needed = ("codebook.fc.weight", "codebook.codebook.weight", "emo_linear.proj1.weight",
+              "emo_linear.proj3.weight", "classifier.fc1.weight")
+    _require(state, needed, source, what)
+    return build_on_meta(
+        lambda: EmotionModel.from_state_dict(state, num_heads), state, source=source, what=what
+    )
+
+
+def load_pose_guider(path: str | Path) -> PoseGuider:
+    """``pose_guider.pth`` -> :class:`PoseGuider` (sizes from the file)."""
+    state, source = _read(path)
+    what = "the DICE-Talk pose guider (pose_guider.pth)"
+    _require(state, ("conv_in.weight", "conv_out.weight", "blocks.1.weight"), source, what)
+    return build_on_meta(lambda: PoseGuider.from_state_dict(state), state, source=source, what=what)
+
+
+def build_dice_unet(config: Mapping, state: Mapping[str, torch.Tensor], *, source: str) -> DiceUNet:
+    """A stock ``UNetSpatioTemporalConditionModel(**config)`` patched with the adapters, loaded strictly."""
+
+    def factory() -> DiceUNet:
+        return install_dice_adapters(UNetSpatioTemporalConditionModel.from_config(dict(config)))
+
+    return build_on_meta(factory, state, source=source, what="the DICE-Talk UNet (unet.pth)")
+
+
+def load_dice_unet(path: str | Path, config: Mapping) -> DiceUNet:
+    """``unet.pth`` (all 1,556 keys: stock SVD-xt UNet + audio/emotion adapters) -> :class:`DiceUNet`.
+
+    Args:
+        path: the weight file.
+        config: the SVD-xt UNet config (``unet/config.json`` of the SVD-xt folder).
+    """
+    state, source = _read(path)
+    return build_dice_unet(config, state, source=source)

@@ -1,0 +1,294 @@
+"""DICE-Talk generation: composes the front ends, the models, the sampler and the decoder.
+
+No math of its own beyond arranging tensors the way the official pipeline feeds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+from transformers import CLIPVisionModelWithProjection
+
+from .errors import CancelledError, InputError
+from .models import AudioProjection, EmotionModel, PoseGuider
+from .precision import Precision
+from .sampler import ClipConditioning, SamplerSettings, WindowResult, sample
+from .unet_adapters import DiceUNet
+
+REFERENCE_LATENT_SCALE = 0.18215  # the official code scales by this literal, not by the VAE config
+
+
+@dataclass
+class DiceTalkModels:
+    """Every module of a DICE-Talk run (whisper is separate: see ``audio``)."""
+
+    unet: DiceUNet
+    vae: AutoencoderKLTemporalDecoder
+    image_encoder: CLIPVisionModelWithProjection
+    pose_guider: PoseGuider
+    audio_projection: AudioProjection
+    emotion_model: EmotionModel
+    scheduler: EulerDiscreteScheduler
+
+    def to_precision(self, precision: Precision) -> DiceTalkModels:
+        """Move and cast every module according to ``precision`` (in place); returns self."""
+        for module in (self.unet, self.vae, self.image_encoder, self.pose_guider):
+            module.to(device=precision.device, dtype=precision.diffusion).eval()
+        for module in (self.audio_projection, self.emotion_model):
+            module.to(device=precision.device, dtype=precision.conditioning).eval()
+        return self
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Settings of one video; defaults are the official inference config."""
+
+    sampler: SamplerSettings = SamplerSettings()
+    adapter_scales: tuple[float, float] = (1.0, 1.0)
+    retrieval: bool = False
+    noise_aug_strength: float = 0.0
+    decode_chunk_size: int = 10
+
+
+@dataclass(frozen=True)
+class InitialNoise:
+    """The two random draws of a run, in the official order.
+
+    Attributes:
+        augmentation: ``(1, 3, H, W)`` noise added to the reference before the conditioning encode
+            (drawn even at strength 0, as the official does, so seeds line up).
+        latents: ``(1, L, 4, h, w)`` initial latent noise.
+    """
+
+    augmentation: torch.Tensor
+    latents: torch.Tensor
+
+    @classmethod
+    def from_seed(cls, seed: int, image_size: tuple[int, int], latent_shape: tuple[int, ...]) -> InitialNoise:
+        """Draw both from a CPU ``torch.Generator`` seeded with ``seed``: one seed, one video, on any device."""
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        augmentation = torch.randn((1, 3, *image_size), generator=generator, dtype=torch.float32)
+        latents = torch.randn(latent_shape, generator=generator, dtype=torch.float32)
+        return cls(augmentation, latents)
+
+
+@torch.no_grad()
+def audio_tokens(projection: AudioProjection, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame whisper windows ``(N, w, layers, channels)`` -> (cond ``(N, T, C)``, uncond ``(T, C)``).
+
+    Frames are projected one at a time, as the official code does: a batched matmul may round
+    differently, and sigma_max = 700 with guidance 6 amplifies that past the parity tolerance.
+    The unconditional tokens are the projection of an all-zero window (constant over frames).
+    """
+    param = next(projection.parameters())
+    windows = windows.to(device=param.device, dtype=param.dtype)
+    cond = torch.cat([projection(window[None]) for window in windows])
+    uncond = projection(torch.zeros_like(windows[:1]))[0]
+    return cond, uncond
+
+
+@torch.no_grad()
+def emotion_tokens(model: EmotionModel, prior: torch.Tensor, retrieval: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Emotion prior ``(in_dim,)``, ``(1, in_dim)`` or per frame ``(N, in_dim)`` -> (cond, uncond).
+
+    Returns cond ``(T, C)`` for one prior or ``(N, T, C)`` per frame, and uncond ``(T, C)``
+    (the model on a zero prior: not zero tokens).
+    """
+    param = next(model.parameters())
+    prior = prior.to(device=param.device, dtype=param.dtype)
+    per_frame = prior.ndim == 2 and prior.shape[0] > 1
+    frames = prior.reshape(1, -1, 1, 1, prior.shape[-1])
+    cond = model(frames, retrieval=retrieval).tokens[0]
+    uncond = model(torch.zeros_like(frames[:, :1]), retrieval=retrieval).tokens[0, 0]
+    return (cond if per_frame else cond[0]), uncond
+
+
+@torch.no_grad()
+def clip_image_embeds(image_encoder: CLIPVisionModelWithProjection, clip_image: torch.Tensor) -> torch.Tensor:
+    """``(3, S, S)`` CLIP-normalised image -> ``(1, 1, C)`` projected image embedding."""
+    param = next(image_encoder.parameters())
+    embeds = image_encoder(clip_image[None].to(device=param.device, dtype=param.dtype)).image_embeds
+    return embeds[:, None]
+
+
+@torch.no_grad()
+def encode_reference(
+    vae: AutoencoderKLTemporalDecoder,
+    ref_image: torch.Tensor,
+    augmentation: torch.Tensor,
+    strength: float,
+    precision: Precision,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE-encode the reference image.
+
+    Args:
+        ref_image: ``(3, H, W)`` in [-1, 1].
+        augmentation: ``(1, 3, H, W)`` noise; ``strength`` times it is added for the conditioning latent.
+
+    Returns:
+        ``ref_latents`` ``(1, 4, h, w)`` = latent mean x 0.18215 (the start of sampling) and
+        ``image_latents`` ``(1, 4, h, w)`` = unscaled latent mode of the augmented image (the
+        conditioning concatenated to the UNet input). Both in the diffusion dtype.
+    """
+    decode_dtype = vae.dtype
+    vae.to(dtype=precision.vae_encode)
+    try:
+        image = ref_image[None].to(device=precision.device, dtype=precision.vae_encode)
+        ref_mean = vae.encode(image).latent_dist.mean
+        if strength == 0:
+            image_latents = ref_mean  # the same image: the mode equals the mean
+        else:
+            augmented = image + strength * augmentation.to(image)
+            image_latents = vae.encode(augmented).latent_dist.mode()
+    finally:
+        vae.to(dtype=decode_dtype)
+    return (ref_mean * REFERENCE_LATENT_SCALE).to(precision.diffusion), image_latents.to(precision.diffusion)
+
+
+def pad_frames(per_frame: torch.Tensor, padding: torch.Tensor, count: int) -> torch.Tensor:
+    """``(N, T, C)`` (or one ``(T, C)`` broadcast to ``n_frames``) + ``count`` copies of ``padding (T, C)``."""
+    return torch.cat([per_frame, padding[None].expand(count, -1, -1)])
+
+
+@torch.no_grad()
+def decode_latents(
+    vae: AutoencoderKLTemporalDecoder,
+    latents: torch.Tensor,
+    num_frames: int,
+    chunk_size: int,
+    should_stop: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Decode ``(1, L, 4, h, w)`` latents in chunks of ``chunk_size`` frames over all ``L`` frames.
+
+    Each chunk is one temporal-decoder clip (chunk boundaries fall at multiples of ``chunk_size``
+    from frame 0, as in the official code); only the first ``num_frames`` are kept, on the CPU.
+
+    Returns:
+        ``(num_frames, 3, H, W)`` float32 in [0, 1].
+    """
+    flat = latents.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor
+    frames = []
+    for begin in range(0, min(flat.shape[0], -(-num_frames // chunk_size) * chunk_size), chunk_size):
+        if should_stop is not None and should_stop():
+            raise CancelledError("Generation cancelled.")
+        chunk = flat[begin : begin + chunk_size]
+        decoded = vae.decode(chunk, num_frames=chunk.shape[0]).sample
+        frames.append((decoded.float() * 0.5 + 0.5).clamp(0, 1).cpu())
+    return torch.cat(frames)[:num_frames]
+
+
+@torch.no_grad()
+def pose_features(pose_guider: PoseGuider, mask: torch.Tensor, frames: int) -> torch.Tensor:
+    """Pose-guider features ``(1, C0, h, w)`` of the face mask ``(3, H, W)``.
+
+    The official code runs the guider over all ``frames`` identical copies at once; the convolution
+    rounds differently for other batch sizes, and the golden cases see that difference, so this
+    does the same and keeps one copy.
+    """
+    video = mask[None, :, None].expand(1, -1, frames, -1, -1).contiguous()
+    return pose_guider.forward_video(video)[:, :, 0]
+
+
+@dataclass(frozen=True)
+class ReferenceInputs:
+    """The prepared portrait (see ``face``): model-size tensors."""
+
+    ref_image: torch.Tensor  # (3, H, W) in [-1, 1]
+    clip_image: torch.Tensor  # (3, S, S) CLIP-normalised
+    face_mask: torch.Tensor  # (3, H, W) in [0, 1]
+
+
+@torch.no_grad()
+def build_conditioning(
+    models: DiceTalkModels,
+    reference: ReferenceInputs,
+    audio_windows: torch.Tensor,
+    emotion_prior: torch.Tensor,
+    settings: GenerationSettings,
+    augmentation: torch.Tensor,
+    precision: Precision,
+) -> tuple[ClipConditioning, torch.Tensor]:
+    """Everything the sampler needs, and the reference latents ``(1, 4, h, w)`` it starts from."""
+    window = settings.sampler.window
+    dtype, device = precision.diffusion, precision.device
+    audio_cond, audio_uncond = audio_tokens(models.audio_projection, audio_windows)
+    emo_cond, emo_uncond = emotion_tokens(models.emotion_model, emotion_prior, settings.retrieval)
+    n_frames = audio_cond.shape[0]
+    if emo_cond.ndim == 2:
+        emo_cond = emo_cond[None].expand(n_frames, -1, -1)
+    elif emo_cond.shape[0] != n_frames:
+        raise InputError(f"The emotion has {emo_cond.shape[0]} frames but the audio gives {n_frames}.")
+    ref_latents, image_latents = encode_reference(
+        models.vae, reference.ref_image, augmentation, settings.noise_aug_strength, precision
+    )
+    mask = reference.face_mask.to(device=device, dtype=models.pose_guider.conv_in.weight.dtype)
+    total = n_frames + window
+    pose = pose_features(models.pose_guider, mask, total)
+    cond = ClipConditioning(
+        image_latents=image_latents,
+        image_embeds=clip_image_embeds(models.image_encoder, reference.clip_image).to(dtype),
+        audio=pad_frames(audio_cond, audio_uncond, window).to(dtype),
+        audio_uncond=audio_uncond[None].expand(total, -1, -1).to(dtype),
+        emotion=pad_frames(emo_cond, emo_uncond, window).to(dtype),
+        emotion_uncond=emo_uncond[None].expand(total, -1, -1).to(dtype),
+        pose_features=pose.to(dtype),
+        face_mask=mask[None, :1],
+    )
+    return cond, ref_latents
+
+
+@torch.no_grad()
+def generate(
+    models: DiceTalkModels,
+    reference: ReferenceInputs,
+    audio_windows: torch.Tensor,
+    emotion_prior: torch.Tensor,
+    settings: GenerationSettings,
+    precision: Precision,
+    *,
+    seed: int | None = None,
+    noise: InitialNoise | None = None,
+    on_window: Callable[[WindowResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Portrait + per-frame audio windows + emotion prior -> video frames at the generation rate.
+
+    Args:
+        audio_windows: ``(N, w, layers, channels)`` whisper windows, one per generated frame.
+        emotion_prior: ``(in_dim,)`` prior, or ``(N, in_dim)`` one per frame.
+        seed / noise: exactly one; the seed draws :class:`InitialNoise` in the official order.
+
+    Returns:
+        ``frames`` ``(N, 3, H, W)`` float32 in [0, 1] on the CPU and the final latents ``(1, N + window, 4, h, w)``.
+    """
+    if (seed is None) == (noise is None):
+        raise InputError("Give exactly one of seed or noise.")
+    if audio_windows.shape[0] < 1:
+        raise InputError("The audio is too short to make a single frame; use at least 0.08 s of speech.")
+    _, height, width = reference.ref_image.shape
+    factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
+    total = audio_windows.shape[0] + settings.sampler.window
+    latent_shape = (1, total, models.vae.config.latent_channels, height // factor, width // factor)
+    if noise is None:
+        noise = InitialNoise.from_seed(seed, (height, width), latent_shape)
+    models.unet.set_adapter_scales(*settings.adapter_scales)
+    cond, ref_latents = build_conditioning(
+        models, reference, audio_windows, emotion_prior, settings, noise.augmentation, precision
+    )
+    latents = sample(
+        models.unet,
+        models.scheduler,
+        cond,
+        ref_latents,
+        noise.latents.to(device=precision.device, dtype=precision.diffusion),
+        settings.sampler,
+        on_window=on_window,
+        should_stop=should_stop,
+    )
+    frames = decode_latents(
+        models.vae, latents, audio_windows.shape[0], settings.decode_chunk_size, should_stop=should_stop
+    )
+    return frames, latents

@@ -1,0 +1,246 @@
+"""DICE-Talk's audio and emotion cross-attention on the stock diffusers SVD UNet.
+
+The stock ``UNetSpatioTemporalConditionModel`` is patched, not copied (as IP-Adapter packs do):
+
+* every ``attn2`` (spatial and temporal) gets diffusers' own ``IPAdapterAttnProcessor2_0`` holding
+  the official ``to_k_ip``/``to_v_ip`` projections (index 0 = audio, 1 = emotion); every ``attn1``
+  gets ``AttnProcessor2_0``. The weights sit in the processors, so ``unet.pth`` loads key for key.
+* each ``TransformerSpatioTemporalModel`` becomes a :class:`DiceTransformerSpatioTemporalModel`,
+  whose one changed method gives the temporal blocks the MEAN of the image/audio/emotion tokens over
+  the window's frames (stock: the first frame's) and sends the face masks to the spatial blocks only.
+* the UNet becomes a :class:`DiceUNet`, whose forward takes per-frame tokens, masks and the pose
+  guider's features (added right after ``conv_in``) and carries them through the stock blocks in a
+  :class:`DiceConditioning`, which the blocks pass along untouched as ``encoder_hidden_states``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers import UNetSpatioTemporalConditionModel
+from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
+from diffusers.models.transformers.transformer_temporal import (
+    TransformerSpatioTemporalModel,
+    TransformerTemporalModelOutput,
+)
+from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
+
+NUM_ADAPTERS = 2  # 0 = audio, 1 = emotion
+
+
+@dataclass(frozen=True)
+class DiceConditioning:
+    """What the cross-attentions of one UNet call see, carried through the stock blocks.
+
+    Attributes:
+        image_embeds: ``(B*F, 1, C)`` CLIP image embedding per frame (batch-major: ``b*F + f``).
+        adapter_tokens: ``[audio, emotion]``, each ``(B*F, T, C)``.
+        masks: ``[audio, emotion]`` pixel masks ``(1, 1, H, W)`` weighting the spatial adapters, or None.
+    """
+
+    image_embeds: torch.Tensor
+    adapter_tokens: Sequence[torch.Tensor]
+    masks: Sequence[torch.Tensor] | None = None
+
+
+def _window_mean(context: torch.Tensor, batch: int, frames: int, positions: int) -> torch.Tensor:
+    """``(B*F, T, C)`` -> ``(B*positions, T, C)``: the mean over frames, repeated for every position."""
+    mean = context.reshape(batch, frames, *context.shape[-2:]).mean(dim=1, keepdim=True)
+    return mean.repeat(1, positions, 1, 1).reshape(batch * positions, *context.shape[-2:])
+
+
+class DiceTransformerSpatioTemporalModel(TransformerSpatioTemporalModel):
+    """Stock spatio-temporal transformer with DICE-Talk's context routing (see module docstring)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: DiceConditioning,
+        image_only_indicator: torch.Tensor,
+        return_dict: bool = True,
+    ) -> TransformerTemporalModelOutput | tuple[torch.Tensor]:
+        """Args:
+            hidden_states: ``(B*F, C, h, w)``.
+            encoder_hidden_states: the call's :class:`DiceConditioning`.
+            image_only_indicator: ``(B, F)``.
+        """
+        cond = encoder_hidden_states
+        batch_frames, _, height, width = hidden_states.shape
+        num_frames = image_only_indicator.shape[-1]
+        batch_size = batch_frames // num_frames
+        positions = height * width
+
+        tokens = list(cond.adapter_tokens)
+        cross_attention_kwargs = None
+        if cond.masks is not None:
+            cross_attention_kwargs = {"ip_adapter_masks": list(cond.masks)}
+            tokens = [t.unsqueeze(1) for t in tokens]  # stock masked path wants (B*F, 1, T, C)
+        spatial_context = (cond.image_embeds, tokens)
+        temporal_context = (
+            _window_mean(cond.image_embeds, batch_size, num_frames, positions),
+            [_window_mean(t, batch_size, num_frames, positions) for t in cond.adapter_tokens],
+        )
+
+        residual = hidden_states
+        hidden_states = self.norm(hidden_states)
+        inner_dim = hidden_states.shape[1]
+        hidden_states = hidden_states.permute(0, 2, 3, 1).reshape(batch_frames, positions, inner_dim)
+        hidden_states = self.proj_in(hidden_states)
+
+        frame_ids = torch.arange(num_frames, device=hidden_states.device).repeat(batch_size, 1).reshape(-1)
+        frame_emb = self.time_pos_embed(self.time_proj(frame_ids).to(dtype=hidden_states.dtype))[:, None, :]
+
+        for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks):
+            hidden_states = block(
+                hidden_states,
+                encoder_hidden_states=spatial_context,
+                cross_attention_kwargs=cross_attention_kwargs,
+            )
+            hidden_states_mix = temporal_block(
+                hidden_states + frame_emb, num_frames=num_frames, encoder_hidden_states=temporal_context
+            )
+            hidden_states = self.time_mixer(
+                x_spatial=hidden_states, x_temporal=hidden_states_mix, image_only_indicator=image_only_indicator
+            )
+
+        hidden_states = self.proj_out(hidden_states)
+        hidden_states = hidden_states.reshape(batch_frames, height, width, inner_dim).permute(0, 3, 1, 2)
+        output = hidden_states.contiguous() + residual
+        if not return_dict:
+            return (output,)
+        return TransformerTemporalModelOutput(sample=output)
+
+
+class DiceUNet(UNetSpatioTemporalConditionModel):
+    """The SVD UNet with DICE-Talk's inputs; build with :func:`install_dice_adapters`."""
+
+    def adapter_processors(self) -> list[IPAdapterAttnProcessor2_0]:
+        return [p for p in self.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+
+    def set_adapter_scales(self, audio: float, emotion: float) -> None:
+        """Output scales of the audio and emotion cross-attentions (official: 1.0 and 1.0)."""
+        for processor in self.adapter_processors():
+            processor.scale = [float(audio), float(emotion)]
+
+    def forward(  # type: ignore[override]
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        image_embeds: torch.Tensor,
+        adapter_tokens: Sequence[torch.Tensor],
+        added_time_ids: torch.Tensor,
+        pose_features: torch.Tensor | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
+        return_dict: bool = True,
+    ) -> UNetSpatioTemporalConditionOutput | tuple[torch.Tensor]:
+        """Predict for a batch of frame windows.
+
+        Args:
+            sample: ``(B, F, in_channels, h, w)`` scaled noisy latents concatenated with image latents.
+            timestep: 0-d float32 tensor (``0.25 ln sigma`` for the EDM schedule).
+            image_embeds: ``(B, 1, C)`` or per frame ``(B*F, 1, C)`` CLIP embeddings.
+            adapter_tokens: ``[audio, emotion]``, each ``(B*F, T, C)``, batch-major.
+            added_time_ids: ``(B, 3)`` = ``[fps, motion_bucket_id, motion_bucket_id_exp]``.
+            pose_features: ``(B, F, block_out_channels[0], h, w)`` pose-guider features, or None.
+            masks: ``[audio, emotion]`` face masks ``(1, 1, H, W)`` for the spatial adapters, or None.
+
+        Returns:
+            ``(B, F, out_channels, h, w)`` model output (v-prediction).
+        """
+        batch_size, num_frames = sample.shape[:2]
+        upsample_factor = 2**self.num_upsamplers
+        forward_upsample_size = any(s % upsample_factor != 0 for s in sample.shape[-2:])
+
+        timesteps = timestep.reshape(-1)[:1].to(sample.device).expand(batch_size)
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
+        time_embeds = self.add_time_proj(added_time_ids.flatten()).reshape(batch_size, -1)
+        emb = emb + self.add_embedding(time_embeds.to(emb.dtype))
+        emb = emb.repeat_interleave(num_frames, dim=0)
+
+        if image_embeds.shape[0] == batch_size:
+            image_embeds = image_embeds.repeat_interleave(num_frames, dim=0)
+        cond = DiceConditioning(image_embeds, list(adapter_tokens), None if masks is None else list(masks))
+
+        sample = self.conv_in(sample.flatten(0, 1))
+        if pose_features is not None:
+            sample = sample + pose_features.flatten(0, 1)
+        image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
+
+        down_block_res_samples: tuple[torch.Tensor, ...] = (sample,)
+        for block in self.down_blocks:
+            kwargs = {"encoder_hidden_states": cond} if getattr(block, "has_cross_attention", False) else {}
+            sample, res_samples = block(
+                hidden_states=sample, temb=emb, image_only_indicator=image_only_indicator, **kwargs
+            )
+            down_block_res_samples += res_samples
+
+        sample = self.mid_block(
+            hidden_states=sample, temb=emb, encoder_hidden_states=cond, image_only_indicator=image_only_indicator
+        )
+
+        upsample_size = None
+        for i, block in enumerate(self.up_blocks):
+            res_samples = down_block_res_samples[-len(block.resnets) :]
+            down_block_res_samples = down_block_res_samples[: -len(block.resnets)]
+            if i < len(self.up_blocks) - 1 and forward_upsample_size:
+                upsample_size = down_block_res_samples[-1].shape[2:]
+            kwargs = {"encoder_hidden_states": cond} if getattr(block, "has_cross_attention", False) else {}
+            sample = block(
+                hidden_states=sample,
+                temb=emb,
+                res_hidden_states_tuple=res_samples,
+                upsample_size=upsample_size,
+                image_only_indicator=image_only_indicator,
+                **kwargs,
+            )
+
+        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        sample = sample.reshape(batch_size, num_frames, *sample.shape[1:])
+        if not return_dict:
+            return (sample,)
+        return UNetSpatioTemporalConditionOutput(sample=sample)
+
+
+def install_dice_adapters(
+    unet: UNetSpatioTemporalConditionModel,
+    num_tokens: Sequence[int] = (32, 32),
+    scales: Sequence[float] = (1.0, 1.0),
+) -> DiceUNet:
+    """Patch a stock SVD UNet in place into a :class:`DiceUNet` and return it.
+
+    Adds the audio/emotion projections to every cross-attention (initialised, like the official
+    code, as copies of that layer's ``to_k``/``to_v``; ``unet.pth`` then overwrites them), and the
+    DICE-Talk context routing to every spatio-temporal transformer. Device and dtype follow the UNet.
+
+    Args:
+        unet: a stock ``UNetSpatioTemporalConditionModel`` (any size).
+        num_tokens: tokens per frame of each adapter (audio, emotion).
+        scales: output scale of each adapter.
+    """
+    if len(num_tokens) != NUM_ADAPTERS or len(scales) != NUM_ADAPTERS:
+        raise ValueError("DICE-Talk has exactly two adapters: audio and emotion")
+    processors = {}
+    for name in unet.attn_processors:
+        module = unet.get_submodule(name.removesuffix(".processor"))
+        if name.endswith("attn1.processor"):
+            processors[name] = AttnProcessor2_0()
+            continue
+        processor = IPAdapterAttnProcessor2_0(
+            hidden_size=module.to_k.out_features,
+            cross_attention_dim=module.to_k.in_features,
+            num_tokens=list(num_tokens),
+            scale=[float(s) for s in scales],
+        ).to(device=module.to_k.weight.device, dtype=module.to_k.weight.dtype)
+        with torch.no_grad():
+            for to_k_ip, to_v_ip in zip(processor.to_k_ip, processor.to_v_ip):
+                to_k_ip.weight.copy_(module.to_k.weight)
+                to_v_ip.weight.copy_(module.to_v.weight)
+        processors[name] = processor
+    unet.set_attn_processor(processors)
+    for module in unet.modules():
+        if type(module) is TransformerSpatioTemporalModel:
+            module.__class__ = DiceTransformerSpatioTemporalModel
+    unet.__class__ = DiceUNet
+    return unet  # type: ignore[return-value]
