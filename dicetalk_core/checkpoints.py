@@ -111,9 +111,7 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
     return f"an unknown model (first keys: {', '.join(keys[:3])})"
 
 
-def check_state_dict(
-    module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, what: str
-) -> None:
+def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], *, source: str, what: str) -> None:
     """Raise a :class:`CheckpointError` unless ``state`` fits ``module`` key for key and shape for shape.
 
     Args:

@@ -44,8 +44,9 @@ def find_weight_file(folder: str | Path, name: str) -> Path:
     )
 
 
-def build_on_meta(factory: Callable[[], ModuleT], state: Mapping[str, torch.Tensor], *, source: str,
-                  what: str) -> ModuleT:
+def build_on_meta(
+    factory: Callable[[], ModuleT], state: Mapping[str, torch.Tensor], *, source: str, what: str
+) -> ModuleT:
     """Build ``factory()`` without allocating weights and load ``state`` into it strictly."""
     with torch.device("meta"):
         module = factory()
@@ -76,12 +77,15 @@ def load_emotion_model(path: str | Path, num_heads: int = OFFICIAL_NUM_HEADS) ->
     """``emo_model.pth`` -> :class:`EmotionModel` (sizes from the file; the head count is not stored in it)."""
     state, source = _read(path)
     what = "the DICE-Talk emotion model (emo_model.pth)"
-    needed = ("codebook.fc.weight", "codebook.codebook.weight", "emo_linear.proj1.weight",
-              "emo_linear.proj3.weight", "classifier.fc1.weight")
-    _require(state, needed, source, what)
-    return build_on_meta(
-        lambda: EmotionModel.from_state_dict(state, num_heads), state, source=source, what=what
+    needed = (
+        "codebook.fc.weight",
+        "codebook.codebook.weight",
+        "emo_linear.proj1.weight",
+        "emo_linear.proj3.weight",
+        "classifier.fc1.weight",
     )
+    _require(state, needed, source, what)
+    return build_on_meta(lambda: EmotionModel.from_state_dict(state, num_heads), state, source=source, what=what)
 
 
 def load_pose_guider(path: str | Path) -> PoseGuider:

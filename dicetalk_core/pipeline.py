@@ -6,7 +6,7 @@ No math of its own beyond arranging tensors the way the official pipeline feeds 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
@@ -46,7 +46,7 @@ class DiceTalkModels:
 class GenerationSettings:
     """Settings of one video; defaults are the official inference config."""
 
-    sampler: SamplerSettings = SamplerSettings()
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
     adapter_scales: tuple[float, float] = (1.0, 1.0)
     retrieval: bool = False
     noise_aug_strength: float = 0.0

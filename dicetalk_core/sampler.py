@@ -122,7 +122,10 @@ def start_timesteps(scheduler: EulerDiscreteScheduler, settings: SamplerSettings
 
 
 def initial_latents(
-    scheduler: EulerDiscreteScheduler, ref_latents: torch.Tensor, noise: torch.Tensor, first_timestep: torch.Tensor
+    scheduler: EulerDiscreteScheduler,
+    ref_latents: torch.Tensor,
+    noise: torch.Tensor,
+    first_timestep: torch.Tensor,
 ) -> torch.Tensor:
     """``ref_latents (1, 4, h, w)`` + sigma(first step) x ``noise (1, L, 4, h, w)`` (not noise x init sigma)."""
     return scheduler.add_noise(ref_latents[:, None], noise, first_timestep.reshape(1))

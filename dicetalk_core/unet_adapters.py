@@ -62,9 +62,9 @@ class DiceTransformerSpatioTemporalModel(TransformerSpatioTemporalModel):
         return_dict: bool = True,
     ) -> TransformerTemporalModelOutput | tuple[torch.Tensor]:
         """Args:
-            hidden_states: ``(B*F, C, h, w)``.
-            encoder_hidden_states: the call's :class:`DiceConditioning`.
-            image_only_indicator: ``(B, F)``.
+        hidden_states: ``(B*F, C, h, w)``.
+        encoder_hidden_states: the call's :class:`DiceConditioning`.
+        image_only_indicator: ``(B, F)``.
         """
         cond = encoder_hidden_states
         batch_frames, _, height, width = hidden_states.shape
@@ -92,7 +92,7 @@ class DiceTransformerSpatioTemporalModel(TransformerSpatioTemporalModel):
         frame_ids = torch.arange(num_frames, device=hidden_states.device).repeat(batch_size, 1).reshape(-1)
         frame_emb = self.time_pos_embed(self.time_proj(frame_ids).to(dtype=hidden_states.dtype))[:, None, :]
 
-        for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks):
+        for block, temporal_block in zip(self.transformer_blocks, self.temporal_transformer_blocks, strict=True):
             hidden_states = block(
                 hidden_states,
                 encoder_hidden_states=spatial_context,
@@ -102,7 +102,9 @@ class DiceTransformerSpatioTemporalModel(TransformerSpatioTemporalModel):
                 hidden_states + frame_emb, num_frames=num_frames, encoder_hidden_states=temporal_context
             )
             hidden_states = self.time_mixer(
-                x_spatial=hidden_states, x_temporal=hidden_states_mix, image_only_indicator=image_only_indicator
+                x_spatial=hidden_states,
+                x_temporal=hidden_states_mix,
+                image_only_indicator=image_only_indicator,
             )
 
         hidden_states = self.proj_out(hidden_states)
@@ -177,7 +179,10 @@ class DiceUNet(UNetSpatioTemporalConditionModel):
             down_block_res_samples += res_samples
 
         sample = self.mid_block(
-            hidden_states=sample, temb=emb, encoder_hidden_states=cond, image_only_indicator=image_only_indicator
+            hidden_states=sample,
+            temb=emb,
+            encoder_hidden_states=cond,
+            image_only_indicator=image_only_indicator,
         )
 
         upsample_size = None
@@ -234,7 +239,7 @@ def install_dice_adapters(
             scale=[float(s) for s in scales],
         ).to(device=module.to_k.weight.device, dtype=module.to_k.weight.dtype)
         with torch.no_grad():
-            for to_k_ip, to_v_ip in zip(processor.to_k_ip, processor.to_v_ip):
+            for to_k_ip, to_v_ip in zip(processor.to_k_ip, processor.to_v_ip, strict=True):
                 to_k_ip.weight.copy_(module.to_k.weight)
                 to_v_ip.weight.copy_(module.to_v.weight)
         processors[name] = processor

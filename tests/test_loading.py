@@ -75,8 +75,9 @@ def test_full_size_unet_rejects_a_stock_svd_unet_state():
 
 def tiny_emotion_model() -> EmotionModel:
     torch.manual_seed(0)
-    return EmotionModel(in_dim=16, dim=8, intermediate_dim=12, num_tokens=3, num_codes=5, num_heads=2,
-                        classifier=(8, 6, 4, 3))
+    return EmotionModel(
+        in_dim=16, dim=8, intermediate_dim=12, num_tokens=3, num_codes=5, num_heads=2, classifier=(8, 6, 4, 3)
+    )
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -111,19 +112,28 @@ def test_meta_built_unet_matches_a_normally_built_one():
     from diffusers import UNetSpatioTemporalConditionModel
 
     config = dict(
-        sample_size=None, in_channels=8, out_channels=4, num_frames=2, layers_per_block=1,
+        sample_size=None,
+        in_channels=8,
+        out_channels=4,
+        num_frames=2,
+        layers_per_block=1,
         down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
         up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 32), num_attention_heads=(2, 2), cross_attention_dim=8,
-        addition_time_embed_dim=4, projection_class_embeddings_input_dim=12,
+        block_out_channels=(32, 32),
+        num_attention_heads=(2, 2),
+        cross_attention_dim=8,
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=12,
     )
     torch.manual_seed(2)
     reference = install_dice_adapters(UNetSpatioTemporalConditionModel(**config)).eval()
     loaded = build_dice_unet(reference.config, reference.state_dict(), source="tiny")
     args = (torch.randn(3, 2, 8, 8, 8), torch.tensor(0.5))
     kwargs = dict(
-        image_embeds=torch.randn(6, 1, 8), adapter_tokens=[torch.randn(6, 3, 8), torch.randn(6, 3, 8)],
-        added_time_ids=torch.tensor([[12.5, 8.0, 16.0]] * 3), pose_features=torch.randn(3, 2, 32, 8, 8),
+        image_embeds=torch.randn(6, 1, 8),
+        adapter_tokens=[torch.randn(6, 3, 8), torch.randn(6, 3, 8)],
+        added_time_ids=torch.tensor([[12.5, 8.0, 16.0]] * 3),
+        pose_features=torch.randn(3, 2, 32, 8, 8),
         masks=[torch.rand(1, 1, 64, 64)] * 2,
     )
     with torch.no_grad():

@@ -51,14 +51,12 @@ class EmotionBank(nn.Module):
 
     def forward(self, prior: torch.Tensor) -> BankLookup:
         """Args:
-            prior: ``(*batch, in_dim)`` emotion priors.
+        prior: ``(*batch, in_dim)`` emotion priors.
         """
         z = self.fc(prior)
         flat = z.reshape(-1, z.shape[-1])
         codes = self.codes
-        distances = (
-            flat.pow(2).sum(dim=1, keepdim=True) + codes.pow(2).sum(dim=1) - 2 * flat @ codes.t()
-        )
+        distances = flat.pow(2).sum(dim=1, keepdim=True) + codes.pow(2).sum(dim=1) - 2 * flat @ codes.t()
         indices = distances.argmin(dim=1, keepdim=True)
         nearest = codes[indices[:, 0]].view_as(z)
         vq_loss = F.mse_loss(nearest, z.detach()) + COMMITMENT_COST * F.mse_loss(nearest.detach(), z)

@@ -119,9 +119,7 @@ class EmotionModel(nn.Module):
         self.classifier = EmotionClassifier(classifier[0], (classifier[1], classifier[2]), classifier[3])
 
     @classmethod
-    def from_state_dict(
-        cls, state: Mapping[str, torch.Tensor], num_heads: int = OFFICIAL_NUM_HEADS
-    ) -> EmotionModel:
+    def from_state_dict(cls, state: Mapping[str, torch.Tensor], num_heads: int = OFFICIAL_NUM_HEADS) -> EmotionModel:
         """Build with every size inferred from ``emo_model.pth`` shapes (the head count is not in the weights)."""
         dim, in_dim = state["codebook.fc.weight"].shape
         return cls(
@@ -145,9 +143,7 @@ class EmotionModel(nn.Module):
         tokens = self.kv_tokens_linear(codes, flat_dims=1)
         return tokens.reshape(1, 1, -1, tokens.shape[-1])
 
-    def forward(
-        self, prior: torch.Tensor, mask: torch.Tensor | None = None, retrieval: bool = False
-    ) -> EmotionTokens:
+    def forward(self, prior: torch.Tensor, mask: torch.Tensor | None = None, retrieval: bool = False) -> EmotionTokens:
         """Emotion tokens for a batch of priors.
 
         Args:

@@ -1,8 +1,9 @@
-"""Pose guider (``pose_guider.pth``): face-region mask video -> features added after the UNet's ``conv_in``."""
+"""Pose guider (``pose_guider.pth``): face-mask video -> features added after the UNet's ``conv_in``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ class PoseGuider(nn.Module):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], 3, padding=1)
         self.blocks = nn.ModuleList()
-        for c_in, c_out in zip(block_out_channels[:-1], block_out_channels[1:]):
+        for c_in, c_out in pairwise(block_out_channels):
             self.blocks.append(nn.Conv2d(c_in, c_in, 3, padding=1))
             self.blocks.append(nn.Conv2d(c_in, c_out, 3, padding=1, stride=2))
         self.conv_out = nn.Conv2d(block_out_channels[-1], out_channels, 3, padding=1)

@@ -3,7 +3,6 @@
 import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
 from golden import GoldenCase, assert_close
-from parity_checks.unet_forward import build_unet
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from dicetalk_core.audio import frame_windows, pad_hidden_states
@@ -20,6 +19,7 @@ from dicetalk_core.pipeline import (
 )
 from dicetalk_core.precision import Precision
 from dicetalk_core.sampler import SamplerSettings, start_timesteps
+from parity_checks.unet_forward import build_unet
 
 
 def build_models(case: GoldenCase) -> DiceTalkModels:
@@ -79,12 +79,22 @@ def check(case: GoldenCase, report: dict) -> None:
     assert_close("audio_windows", windows, case["intermediate.audio_windows"], 0, 0, report)
     cond, uncond = audio_tokens(models.audio_projection, windows)
     assert_close("audio_tokens_cond", cond, case["intermediate.audio_tokens_cond"], *inter, report)
-    assert_close("audio_tokens_uncond", uncond.expand_as(cond), case["intermediate.audio_tokens_uncond"], *inter,
-                 report)
+    assert_close(
+        "audio_tokens_uncond",
+        uncond.expand_as(cond),
+        case["intermediate.audio_tokens_uncond"],
+        *inter,
+        report,
+    )
     emo, emo_uncond = emotion_tokens(models.emotion_model, case["inputs.emo_prior"], settings.retrieval)
     assert_close("emo_tokens_cond", emo.expand_as(cond), case["intermediate.emo_tokens_cond"], *inter, report)
-    assert_close("emo_tokens_uncond", emo_uncond.expand_as(cond), case["intermediate.emo_tokens_uncond"], *inter,
-                 report)
+    assert_close(
+        "emo_tokens_uncond",
+        emo_uncond.expand_as(cond),
+        case["intermediate.emo_tokens_uncond"],
+        *inter,
+        report,
+    )
 
     timesteps = start_timesteps(models.scheduler, settings.sampler, precision.device)
     assert_close("scheduler_timesteps", timesteps, case["intermediate.scheduler_timesteps"], *inter, report)
@@ -102,7 +112,14 @@ def check(case: GoldenCase, report: dict) -> None:
     reference = ReferenceInputs(case["inputs.ref_img"], case["inputs.clip_image"], case["inputs.face_mask"])
     noise = InitialNoise(case["inputs.aug_noise"], case["inputs.initial_noise"])
     frames, latents = generate(
-        models, reference, windows, case["inputs.emo_prior"], settings, precision, noise=noise, on_window=on_window
+        models,
+        reference,
+        windows,
+        case["inputs.emo_prior"],
+        settings,
+        precision,
+        noise=noise,
+        on_window=on_window,
     )
     assert order == case.meta["windows_in_call_order"], f"window order {order} differs from the official one"
     assert_close("final_latents", latents, case["outputs.final_latents"], *case.tolerance("final_latents"), report)

@@ -1,0 +1,159 @@
+"""The main job in one place: load every model from a folder, then portrait + speech + emotion -> video.
+
+Used by the CLI; the ComfyUI nodes call the same rooms one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import audio as audio_frontend
+from .emotion import load_emotion_prior
+from .errors import InputError
+from .face import FaceBox, prepare_portrait
+from .interpolation import IFNet, interpolate_frames, load_rife, output_fps
+from .loading import (
+    AUDIO_PROJECTION_FILE,
+    EMOTION_MODEL_FILE,
+    POSE_GUIDER_FILE,
+    UNET_FILE,
+    find_weight_file,
+    load_audio_projection,
+    load_dice_unet,
+    load_emotion_model,
+    load_pose_guider,
+)
+from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
+from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, generate
+from .precision import Precision
+from .sampler import WindowResult
+from .svd_components import SVD_XT, folder_configs, load_svd_components
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class VideoResult:
+    """A finished clip: ``frames`` ``(T, 3, H, W)`` float32 in [0, 1], its true ``fps``, and the speech."""
+
+    frames: torch.Tensor
+    fps: float
+    audio: np.ndarray
+    sample_rate: int
+
+
+@dataclass
+class DiceTalkSession:
+    """Everything loaded once, reusable for many clips."""
+
+    models: DiceTalkModels
+    whisper: audio_frontend.WhisperAudioEncoder
+    rife: IFNet | None
+    precision: Precision
+
+    @classmethod
+    def from_folder(
+        cls,
+        models_dir: str | Path,
+        svd: str | Path | None = None,
+        precision: Precision | None = None,
+        interpolate: bool = True,
+    ) -> DiceTalkSession:
+        """Load the DICE-Talk files, whisper-tiny, SVD-xt and (optionally) RIFE; see ``model_files``."""
+        models_dir = Path(models_dir)
+        precision = precision or Precision.resolve("auto")
+        svd_path = Path(svd) if svd is not None else default_svd_path(models_dir)
+        svd_parts = load_svd_components(
+            svd_path,
+            device=precision.device,
+            dtype=precision.diffusion,
+            configs=folder_configs(svd_path) if svd_path.is_dir() else SVD_XT,
+        )
+        models = DiceTalkModels(
+            unet=load_dice_unet(find_weight_file(models_dir, UNET_FILE), svd_parts.unet_config),
+            vae=svd_parts.vae,
+            image_encoder=svd_parts.image_encoder,
+            pose_guider=load_pose_guider(find_weight_file(models_dir, POSE_GUIDER_FILE)),
+            audio_projection=load_audio_projection(find_weight_file(models_dir, AUDIO_PROJECTION_FILE)),
+            emotion_model=load_emotion_model(find_weight_file(models_dir, EMOTION_MODEL_FILE)),
+            scheduler=svd_parts.scheduler,
+        ).to_precision(precision)
+        whisper = audio_frontend.load_whisper(
+            models_dir / WHISPER_FOLDER, device=precision.device, dtype=precision.conditioning
+        )
+        rife = load_rife(models_dir / RIFE_FILE, device=precision.device) if interpolate else None
+        return cls(models, whisper, rife, precision)
+
+    def run(
+        self,
+        image: object,
+        audio_path: str | Path,
+        emotion: str | Path | torch.Tensor,
+        settings: GenerationSettings | None = None,
+        *,
+        seed: int = 72589,
+        face_box: FaceBox | tuple[float, float, float, float] | None = None,
+        min_resolution: int = 512,
+        progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> VideoResult:
+        """Portrait (file path, PIL or array) + speech file + emotion (preset file or prior) -> video."""
+        settings = settings or GenerationSettings()
+        portrait = prepare_portrait(_open_image(image), face_box, min_resolution=min_resolution)
+        samples, rate = audio_frontend.load_audio_file(audio_path)
+        windows = audio_frontend.audio_windows(
+            self.whisper,
+            samples,
+            rate,
+            should_stop=should_stop,
+            progress=None if progress is None else lambda d, t: progress("audio", d, t),
+        )
+        prior = emotion if isinstance(emotion, torch.Tensor) else load_emotion_prior(emotion)
+        reference = ReferenceInputs(portrait.ref_image, portrait.clip_image, portrait.face_mask)
+        sampler = settings.sampler
+        total = len(sampler.windows(windows.windows.shape[0] + sampler.window, 0)) * sampler.steps
+        done = [0]
+
+        def on_window(_: WindowResult) -> None:
+            done[0] += 1
+            if progress is not None:
+                progress("denoise", done[0], total)
+
+        frames, _ = generate(
+            self.models,
+            reference,
+            windows.windows,
+            prior,
+            settings,
+            self.precision,
+            seed=seed,
+            on_window=on_window,
+            should_stop=should_stop,
+        )
+        fps = sampler.fps
+        if self.rife is not None and frames.shape[0] > 1:
+            frames = interpolate_frames(
+                frames,
+                self.rife,
+                should_stop=should_stop,
+                progress=None if progress is None else lambda d, t: progress("interpolate", d, t),
+            )
+            fps = output_fps(fps, interpolated=True)
+        mono = audio_frontend.as_channels_first(samples)
+        return VideoResult(frames, fps, mono, rate)
+
+
+def _open_image(image: object) -> object:
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as opened:
+                return opened.copy()
+        except (OSError, ValueError) as err:
+            raise InputError(f"Could not read the portrait image {image}: {err}") from err
+    return image

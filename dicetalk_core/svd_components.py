@@ -1,0 +1,368 @@
+"""The SVD-xt parts DICE-Talk runs on: VAE, CLIP image encoder, scheduler and UNet config (+ weights).
+
+Two sources are accepted, both read offline (no hub access, no ``from_pretrained``):
+
+* the diffusers folder ``stable-video-diffusion-img2vid-xt/`` with ``vae/``, ``image_encoder/`` and
+  ``unet/`` weight files (the fp16 ``variant`` files are preferred, as the official pipeline loads them);
+* the single file ``svd_xt.safetensors`` (Stability's SGM naming, what ComfyUI users keep in
+  ``models/checkpoints``), mapped by :mod:`.svd_single_file`.
+
+The architectures are the SVD-xt configs below, not the folder's ``config.json`` files: a checkpoint of
+another shape fails the strict load with a message saying what it looks like. Modules are built on the
+``meta`` device and take the checkpoint's tensors as their parameters (no random initialisation).
+
+Precision (spec 2.2): the official pipeline loads the fp16 variant files, so its VAE, even when upcast
+to fp32 for encoding, computes with fp16-rounded weights. With ``fp16_weights=True`` (default) fp32 and
+fp64 sources (the single file, or a folder without the fp16 files) are rounded through fp16 the same way
+before they are cast to ``dtype``; bf16 sources are left as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from .checkpoints import StateDict, check_state_dict, load_strict, read_state_dict
+from .errors import CheckpointError
+from .svd_single_file import (
+    check_svd_checkpoint,
+    convert_clip_vision,
+    convert_unet,
+    convert_vae,
+    split_checkpoint,
+)
+
+SVD_XT_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 96,
+    "in_channels": 8,
+    "out_channels": 4,
+    "down_block_types": [
+        "CrossAttnDownBlockSpatioTemporal",
+        "CrossAttnDownBlockSpatioTemporal",
+        "CrossAttnDownBlockSpatioTemporal",
+        "DownBlockSpatioTemporal",
+    ],
+    "up_block_types": [
+        "UpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+        "CrossAttnUpBlockSpatioTemporal",
+    ],
+    "block_out_channels": [320, 640, 1280, 1280],
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 768,
+    "layers_per_block": 2,
+    "cross_attention_dim": 1024,
+    "transformer_layers_per_block": 1,
+    "num_attention_heads": [5, 10, 20, 20],
+    "num_frames": 25,
+}
+"""``unet/config.json`` of the SVD-xt folder (kwargs of ``UNetSpatioTemporalConditionModel``)."""
+
+SVD_XT_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "block_out_channels": [128, 256, 512, 512],
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+    "force_upcast": True,
+}
+"""``vae/config.json`` (kwargs of ``AutoencoderKLTemporalDecoder``)."""
+
+SVD_XT_IMAGE_ENCODER_CONFIG: dict[str, Any] = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 14,
+    "projection_dim": 1024,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "attention_dropout": 0.0,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+}
+"""``image_encoder/config.json``: OpenCLIP ViT-H/14 (kwargs of ``CLIPVisionConfig``)."""
+
+SVD_XT_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "trained_betas": None,
+    "prediction_type": "v_prediction",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": True,
+    "sigma_min": 0.002,
+    "sigma_max": 700.0,
+    "timestep_spacing": "leading",
+    "timestep_type": "continuous",
+    "steps_offset": 1,
+}
+"""``scheduler/scheduler_config.json`` (``EulerDiscreteScheduler``; spec 7.1)."""
+
+
+@dataclass(frozen=True)
+class SVDConfigs:
+    """Architectures of the SVD parts: kwargs of the diffusers / transformers classes."""
+
+    unet: Mapping[str, Any]
+    vae: Mapping[str, Any]
+    image_encoder: Mapping[str, Any]
+    scheduler: Mapping[str, Any]
+
+
+SVD_XT = SVDConfigs(
+    unet=SVD_XT_UNET_CONFIG,
+    vae=SVD_XT_VAE_CONFIG,
+    image_encoder=SVD_XT_IMAGE_ENCODER_CONFIG,
+    scheduler=SVD_XT_SCHEDULER_CONFIG,
+)
+
+FOLDER_NAME = "stable-video-diffusion-img2vid-xt"
+WEIGHT_FILES: dict[str, tuple[str, ...]] = {
+    "vae": ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"),
+    "image_encoder": ("model.fp16.safetensors", "model.safetensors"),
+    "unet": ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"),
+}
+"""Weight files looked for in each subfolder of the diffusers folder, in order of preference."""
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+_VAE = "the SVD-xt VAE (AutoencoderKLTemporalDecoder)"
+_IMAGE_ENCODER = "the SVD-xt CLIP image encoder (ViT-H/14)"
+_UNET = "the stock SVD-xt UNet"
+# Saved by transformers < 4.31 as a persistent buffer; newer versions rebuild it, as this module does.
+_STALE_CLIP_KEYS = ("vision_model.embeddings.position_ids",)
+
+
+@dataclass
+class SVDComponents:
+    """What :func:`load_svd_components` returns.
+
+    Attributes:
+        vae: eval mode, on the requested device and dtype.
+        image_encoder: eval mode, on the requested device and dtype.
+        scheduler: a fresh scheduler with the SVD-xt config.
+        unet_config: a copy of the UNet config (:data:`SVD_XT_UNET_CONFIG` by default).
+        unet_state: the stock UNet tensors in diffusers naming (on the CPU, in the file's dtype), already
+            checked key for key and shape for shape against ``unet_config``; ``None`` unless requested.
+        source: the folder or file they came from.
+    """
+
+    vae: AutoencoderKLTemporalDecoder
+    image_encoder: CLIPVisionModelWithProjection
+    scheduler: EulerDiscreteScheduler
+    unet_config: dict[str, Any]
+    unet_state: StateDict | None
+    source: Path
+
+
+@dataclass
+class _RawStates:
+    """Tensors in diffusers / transformers naming, and where each part came from (for messages)."""
+
+    vae: StateDict
+    clip: StateDict
+    unet: StateDict | None
+    vae_source: str
+    clip_source: str
+    unet_source: str = ""
+
+
+def load_svd_components(
+    path: str | Path,
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    load_unet: bool = False,
+    fp16_weights: bool = True,
+    configs: SVDConfigs = SVD_XT,
+) -> SVDComponents:
+    """The SVD-xt VAE, CLIP image encoder and scheduler from a diffusers folder or ``svd_xt.safetensors``.
+
+    Args:
+        path: the ``stable-video-diffusion-img2vid-xt`` folder or the single ``.safetensors`` file.
+        device: where the VAE and image encoder go.
+        dtype: their dtype.
+        load_unet: also return the stock UNet tensors (DICE-Talk's ``unet.pth`` normally replaces them
+            all; they are only a fallback for keys it lacks). Skipping them saves 1.5 B parameters of memory.
+        fp16_weights: round fp32 VAE and image-encoder weights through fp16, as the official fp16
+            variant files are (see the module docstring).
+        configs: the architectures (tests pass tiny ones).
+
+    Raises:
+        CheckpointError: a file or subfolder is missing, or the weights are not SVD-xt's.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raw = _read_folder(path, load_unet)
+    elif path.is_file():
+        raw = _read_single_file(path, load_unet)
+    else:
+        raise CheckpointError(
+            f"SVD-xt weights not found at {path}: give the {FOLDER_NAME} diffusers folder "
+            "or the single file svd_xt.safetensors."
+        )
+    if raw.unet is not None:
+        check_unet_state(raw.unet, source=raw.unet_source, config=configs.unet)
+    via = torch.float16 if fp16_weights else None
+    vae_state = _cast(raw.vae, device, dtype, via)
+    clip_state = _cast(raw.clip, device, dtype, via)
+    return SVDComponents(
+        vae=build_vae(vae_state, source=raw.vae_source, config=configs.vae),
+        image_encoder=build_image_encoder(clip_state, source=raw.clip_source, config=configs.image_encoder),
+        scheduler=build_scheduler(configs.scheduler),
+        unet_config=dict(configs.unet),
+        unet_state=raw.unet,
+        source=path,
+    )
+
+
+def build_scheduler(config: Mapping[str, Any] = SVD_XT_SCHEDULER_CONFIG) -> EulerDiscreteScheduler:
+    """A new ``EulerDiscreteScheduler`` (SVD-xt config by default)."""
+    return EulerDiscreteScheduler.from_config(dict(config))
+
+
+def build_vae(
+    state: Mapping[str, torch.Tensor], *, source: str, config: Mapping[str, Any] = SVD_XT_VAE_CONFIG
+) -> AutoencoderKLTemporalDecoder:
+    """``AutoencoderKLTemporalDecoder(**config)`` whose parameters are the tensors of ``state`` (strict)."""
+    with torch.device("meta"):
+        vae = AutoencoderKLTemporalDecoder.from_config(dict(config))
+    load_strict(vae, state, source=source, what=_VAE, assign=True)
+    return _finish(vae)
+
+
+def build_image_encoder(
+    state: Mapping[str, torch.Tensor], *, source: str, config: Mapping[str, Any] = SVD_XT_IMAGE_ENCODER_CONFIG
+) -> CLIPVisionModelWithProjection:
+    """``CLIPVisionModelWithProjection`` whose parameters are the tensors of ``state`` (strict)."""
+    with torch.device("meta"):
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**config))
+    state = {k: v for k, v in state.items() if k not in _STALE_CLIP_KEYS}
+    load_strict(encoder, state, source=source, what=_IMAGE_ENCODER, assign=True)
+    embeddings = encoder.vision_model.embeddings
+    device = embeddings.patch_embedding.weight.device
+    position_ids = torch.arange(embeddings.num_positions, device=device).expand((1, -1))
+    embeddings.register_buffer("position_ids", position_ids, persistent=False)
+    return _finish(encoder)
+
+
+def check_unet_state(
+    state: Mapping[str, torch.Tensor], *, source: str, config: Mapping[str, Any] = SVD_XT_UNET_CONFIG
+) -> None:
+    """Raise a :class:`CheckpointError` unless ``state`` fits the stock SVD UNet built from ``config``."""
+    with torch.device("meta"):
+        unet = UNetSpatioTemporalConditionModel.from_config(dict(config))
+    check_state_dict(unet, state, source=source, what=_UNET)
+
+
+def _finish(module: ModuleT) -> ModuleT:
+    """Eval mode, no gradients, and a guard that nothing was left on the meta device."""
+    left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{type(module).__name__} has tensors that were never loaded: {left[:5]}")
+    return module.eval().requires_grad_(False)
+
+
+def _cast(
+    state: Mapping[str, torch.Tensor], device: str | torch.device, dtype: torch.dtype, via: torch.dtype | None
+) -> StateDict:
+    """Floating tensors to ``dtype`` on ``device``; fp32/fp64 ones first rounded to ``via`` when it is given."""
+
+    def cast(tensor: torch.Tensor) -> torch.Tensor:
+        if not tensor.is_floating_point():
+            return tensor.to(device)
+        if via is not None and tensor.element_size() > via.itemsize:
+            tensor = tensor.to(via)
+        return tensor.to(device=device, dtype=dtype)
+
+    return {k: cast(v) for k, v in state.items()}
+
+
+# --------------------------------------------------------------------------- the two sources
+
+
+def _read_folder(folder: Path, load_unet: bool) -> _RawStates:
+    vae_file = find_folder_weights(folder, "vae")
+    clip_file = find_folder_weights(folder, "image_encoder")
+    raw = _RawStates(
+        vae=read_state_dict(vae_file),
+        clip=read_state_dict(clip_file),
+        unet=None,
+        vae_source=str(vae_file),
+        clip_source=str(clip_file),
+    )
+    if load_unet:
+        unet_file = find_folder_weights(folder, "unet")
+        raw.unet, raw.unet_source = read_state_dict(unet_file), str(unet_file)
+    return raw
+
+
+def find_folder_weights(folder: str | Path, subfolder: str) -> Path:
+    """The preferred weight file of ``folder/subfolder`` (see :data:`WEIGHT_FILES`).
+
+    Raises:
+        CheckpointError: naming the subfolder and the file expected in it.
+    """
+    names = WEIGHT_FILES[subfolder]
+    where = Path(folder) / subfolder
+    expected = f"{names[0]} (or {names[1]}) from {FOLDER_NAME}/{subfolder}/"
+    if not where.is_dir():
+        raise CheckpointError(
+            f"{folder} is not a complete {FOLDER_NAME} folder: it has no '{subfolder}' subfolder. "
+            f"Put {expected} into {where}."
+        )
+    for name in names:
+        if (where / name).is_file():
+            return where / name
+    raise CheckpointError(f"No weights in {where}: put {expected} there.")
+
+
+def _read_single_file(path: Path, load_unet: bool) -> _RawStates:
+    state = read_state_dict(path)
+    check_svd_checkpoint(state, source=str(path))
+    parts = split_checkpoint(state)
+    source = str(path)
+    return _RawStates(
+        vae=convert_vae(parts["vae"]),
+        clip=convert_clip_vision(parts["clip"]),
+        unet=convert_unet(parts["unet"]) if load_unet else None,
+        vae_source=f"{source} (first_stage_model.*)",
+        clip_source=f"{source} (conditioner.embedders.0.open_clip.model.visual.*)",
+        unet_source=f"{source} (model.diffusion_model.*)",
+    )
+
+
+def folder_configs(folder: str | Path, default: SVDConfigs = SVD_XT) -> SVDConfigs:
+    """The architectures a diffusers SVD folder declares in its config files; ``default`` for any absent."""
+
+    def read(subfolder: str, name: str, fallback: Mapping[str, Any]) -> Mapping[str, Any]:
+        path = Path(folder) / subfolder / name
+        if not path.is_file():
+            return fallback
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path} is not a readable JSON config ({err}).") from err
+
+    return SVDConfigs(
+        unet=read("unet", "config.json", default.unet),
+        vae=read("vae", "config.json", default.vae),
+        image_encoder=read("image_encoder", "config.json", default.image_encoder),
+        scheduler=read("scheduler", "scheduler_config.json", default.scheduler),
+    )

@@ -1,0 +1,95 @@
+"""The main job without ComfyUI: ``python -m dicetalk_core`` on a tiny random-weight models folder."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+
+from dicetalk_core.__main__ import main
+from dicetalk_core.video_io import read_video_info
+
+SECONDS = 1.5
+RATE = 22050
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from tiny_models import write_models_folder
+
+    return write_models_folder(tmp_path_factory.mktemp("dice_talk"))
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    image = tmp_path / "portrait.png"
+    Image.fromarray(rng.integers(0, 255, (80, 64, 3), dtype=np.uint8)).save(image)
+    t = np.arange(int(SECONDS * RATE)) / RATE
+    speech = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+    audio = tmp_path / "speech.wav"
+    soundfile.write(audio, speech.astype(np.float32), RATE, subtype="PCM_16")
+    return image, audio
+
+
+def test_check_lists_found_and_missing_files(models, tmp_path, capsys):
+    assert main(["--models", str(models), "--check"]) == 0
+    assert "all required files found" in capsys.readouterr().out
+    assert main(["--models", str(tmp_path / "empty"), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "MISSING" in out and str(tmp_path / "empty" / "unet.pth") in out
+
+
+def test_cli_writes_an_mp4_with_speech(models, inputs, tmp_path):
+    image, audio = inputs
+    out = tmp_path / "out.mp4"
+    argv = [
+        "--image",
+        str(image),
+        "--audio",
+        str(audio),
+        "--emotion",
+        "happy",
+        "--models",
+        str(models),
+        "--out",
+        str(out),
+        "--face-box",
+        "16,20,32,36",
+        "--resolution",
+        "64",
+        "--steps",
+        "2",
+    ]
+    assert main(argv) == 0
+    info = read_video_info(out)
+    audio_frames = int(SECONDS * 16000) // 640
+    generated = audio_frames // 2
+    assert info.n_frames == 2 * generated - 1
+    assert math.isclose(info.fps, 25.0)
+    assert abs(info.audio_duration - info.n_frames / 25.0) < 0.05
+
+
+def test_silent_audio_and_missing_face_are_clear_errors(models, inputs, tmp_path, capsys):
+    image, _ = inputs
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(RATE, np.float32), RATE)
+    base = [
+        "--emotion",
+        "happy",
+        "--models",
+        str(models),
+        "--out",
+        str(tmp_path / "x.mp4"),
+        "--resolution",
+        "64",
+    ]
+    assert main(["--image", str(image), "--audio", str(silent), "--face-box", "16,20,32,36", *base]) == 1
+    assert "silent" in capsys.readouterr().err
+    _, speech = inputs
+    assert main(["--image", str(image), "--audio", str(speech), *base]) == 1
+    assert "No face" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
