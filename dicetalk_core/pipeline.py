@@ -48,7 +48,6 @@ class GenerationSettings:
 
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     adapter_scales: tuple[float, float] = (1.0, 1.0)
-    retrieval: bool = False
     noise_aug_strength: float = 0.0
     decode_chunk_size: int = 10
 
@@ -90,12 +89,33 @@ def audio_tokens(projection: AudioProjection, windows: torch.Tensor) -> tuple[to
     return cond, uncond
 
 
-@torch.no_grad()
-def emotion_tokens(model: EmotionModel, prior: torch.Tensor, retrieval: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Emotion prior ``(in_dim,)``, ``(1, in_dim)`` or per frame ``(N, in_dim)`` -> (cond, uncond).
+@dataclass(frozen=True)
+class EmotionConditioning:
+    """Emotion tokens for the sampler.
 
-    Returns cond ``(T, C)`` for one prior or ``(N, T, C)`` per frame, and uncond ``(T, C)``
-    (the model on a zero prior: not zero tokens).
+    Attributes:
+        cond: ``(T, C)`` for the whole clip or ``(N, T, C)`` one per generated frame.
+        uncond: ``(T, C)`` the model's tokens for a zero prior (not zero tokens).
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+
+    def per_frame(self, n_frames: int) -> torch.Tensor:
+        """``(n_frames, T, C)`` conditional tokens."""
+        if self.cond.ndim == 2:
+            return self.cond[None].expand(n_frames, -1, -1)
+        if self.cond.shape[0] != n_frames:
+            raise InputError(f"The emotion has {self.cond.shape[0]} frames but the audio gives {n_frames}.")
+        return self.cond
+
+
+@torch.no_grad()
+def emotion_tokens(model: EmotionModel, prior: torch.Tensor, retrieval: bool = False) -> EmotionConditioning:
+    """Emotion prior ``(in_dim,)``, ``(1, in_dim)`` or per frame ``(N, in_dim)`` -> :class:`EmotionConditioning`.
+
+    ``retrieval=False`` (the official inference default) attends to the whole emotion bank;
+    ``retrieval=True`` to the prior's nearest prototype only.
     """
     param = next(model.parameters())
     prior = prior.to(device=param.device, dtype=param.dtype)
@@ -103,7 +123,7 @@ def emotion_tokens(model: EmotionModel, prior: torch.Tensor, retrieval: bool) ->
     frames = prior.reshape(1, -1, 1, 1, prior.shape[-1])
     cond = model(frames, retrieval=retrieval).tokens[0]
     uncond = model(torch.zeros_like(frames[:, :1]), retrieval=retrieval).tokens[0, 0]
-    return (cond if per_frame else cond[0]), uncond
+    return EmotionConditioning(cond if per_frame else cond[0], uncond)
 
 
 @torch.no_grad()
@@ -206,7 +226,7 @@ def build_conditioning(
     models: DiceTalkModels,
     reference: ReferenceInputs,
     audio_windows: torch.Tensor,
-    emotion_prior: torch.Tensor,
+    emotion: EmotionConditioning,
     settings: GenerationSettings,
     augmentation: torch.Tensor,
     precision: Precision,
@@ -215,12 +235,8 @@ def build_conditioning(
     window = settings.sampler.window
     dtype, device = precision.diffusion, precision.device
     audio_cond, audio_uncond = audio_tokens(models.audio_projection, audio_windows)
-    emo_cond, emo_uncond = emotion_tokens(models.emotion_model, emotion_prior, settings.retrieval)
     n_frames = audio_cond.shape[0]
-    if emo_cond.ndim == 2:
-        emo_cond = emo_cond[None].expand(n_frames, -1, -1)
-    elif emo_cond.shape[0] != n_frames:
-        raise InputError(f"The emotion has {emo_cond.shape[0]} frames but the audio gives {n_frames}.")
+    emo_cond, emo_uncond = emotion.per_frame(n_frames), emotion.uncond
     ref_latents, image_latents = encode_reference(
         models.vae, reference.ref_image, augmentation, settings.noise_aug_strength, precision
     )
@@ -245,7 +261,7 @@ def generate(
     models: DiceTalkModels,
     reference: ReferenceInputs,
     audio_windows: torch.Tensor,
-    emotion_prior: torch.Tensor,
+    emotion: EmotionConditioning,
     settings: GenerationSettings,
     precision: Precision,
     *,
@@ -258,7 +274,7 @@ def generate(
 
     Args:
         audio_windows: ``(N, w, layers, channels)`` whisper windows, one per generated frame.
-        emotion_prior: ``(in_dim,)`` prior, or ``(N, in_dim)`` one per frame.
+        emotion: emotion tokens from :func:`emotion_tokens` (whole clip or per frame).
         seed / noise: exactly one; the seed draws :class:`InitialNoise` in the official order.
 
     Returns:
@@ -276,7 +292,7 @@ def generate(
         noise = InitialNoise.from_seed(seed, (height, width), latent_shape)
     models.unet.set_adapter_scales(*settings.adapter_scales)
     cond, ref_latents = build_conditioning(
-        models, reference, audio_windows, emotion_prior, settings, noise.augmentation, precision
+        models, reference, audio_windows, emotion, settings, noise.augmentation, precision
     )
     latents = sample(
         models.unet,

@@ -30,7 +30,7 @@ from .loading import (
     load_pose_guider,
 )
 from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
-from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, generate
+from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, emotion_tokens, generate
 from .precision import Precision
 from .sampler import WindowResult
 from .svd_components import SVD_XT, folder_configs, load_svd_components
@@ -98,6 +98,7 @@ class DiceTalkSession:
         settings: GenerationSettings | None = None,
         *,
         seed: int = 72589,
+        retrieval: bool = False,
         face_box: FaceBox | tuple[float, float, float, float] | None = None,
         min_resolution: int = 512,
         progress: ProgressFn | None = None,
@@ -115,6 +116,7 @@ class DiceTalkSession:
             progress=None if progress is None else lambda d, t: progress("audio", d, t),
         )
         prior = emotion if isinstance(emotion, torch.Tensor) else load_emotion_prior(emotion)
+        tokens = emotion_tokens(self.models.emotion_model, prior, retrieval=retrieval)
         reference = ReferenceInputs(portrait.ref_image, portrait.clip_image, portrait.face_mask)
         sampler = settings.sampler
         total = len(sampler.windows(windows.windows.shape[0] + sampler.window, 0)) * sampler.steps
@@ -129,7 +131,7 @@ class DiceTalkSession:
             self.models,
             reference,
             windows.windows,
-            prior,
+            tokens,
             settings,
             self.precision,
             seed=seed,

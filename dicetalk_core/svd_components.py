@@ -7,9 +7,10 @@ Two sources are accepted, both read offline (no hub access, no ``from_pretrained
 * the single file ``svd_xt.safetensors`` (Stability's SGM naming, what ComfyUI users keep in
   ``models/checkpoints``), mapped by :mod:`.svd_single_file`.
 
-The architectures are the SVD-xt configs below, not the folder's ``config.json`` files: a checkpoint of
-another shape fails the strict load with a message saying what it looks like. Modules are built on the
-``meta`` device and take the checkpoint's tensors as their parameters (no random initialisation).
+The architectures are the SVD-xt configs below unless the caller passes others (:func:`folder_configs`
+reads those a diffusers folder declares in its ``config.json`` files); a checkpoint of another shape fails
+the strict load with a message saying what it looks like. Modules are built on the ``meta`` device and
+take the checkpoint's tensors as their parameters (no random initialisation).
 
 Precision (spec 2.2): the official pipeline loads the fp16 variant files, so its VAE, even when upcast
 to fp32 for encoding, computes with fp16-rounded weights. With ``fp16_weights=True`` (default) fp32 and
@@ -156,7 +157,7 @@ class SVDComponents:
     Attributes:
         vae: eval mode, on the requested device and dtype.
         image_encoder: eval mode, on the requested device and dtype.
-        scheduler: a fresh scheduler with the SVD-xt config.
+        scheduler: a fresh scheduler with the scheduler config (SVD-xt's by default).
         unet_config: a copy of the UNet config (:data:`SVD_XT_UNET_CONFIG` by default).
         unet_state: the stock UNet tensors in diffusers naming (on the CPU, in the file's dtype), already
             checked key for key and shape for shape against ``unet_config``; ``None`` unless requested.
@@ -342,7 +343,7 @@ def _read_single_file(path: Path, load_unet: bool) -> _RawStates:
         vae=convert_vae(parts["vae"]),
         clip=convert_clip_vision(parts["clip"]),
         unet=convert_unet(parts["unet"]) if load_unet else None,
-        vae_source=f"{source} (first_stage_model.*)",
+        vae_source=f"{source} (first_stage_model.*, conditioner.embedders.3.encoder.*)",
         clip_source=f"{source} (conditioner.embedders.0.open_clip.model.visual.*)",
         unet_source=f"{source} (model.diffusion_model.*)",
     )

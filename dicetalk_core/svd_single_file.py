@@ -4,6 +4,10 @@
 
 * ``model.diffusion_model.*``: the video UNet -> diffusers ``UNetSpatioTemporalConditionModel``;
 * ``first_stage_model.*``: the VAE with the temporal decoder -> diffusers ``AutoencoderKLTemporalDecoder``;
+* ``conditioner.embedders.3.encoder.*``: the image-conditioning autoencoder (a plain SD kl-f8 VAE). Its
+  encoder and ``quant_conv`` are what diffusers' SVD VAE encodes with (SGM's ``first_stage_model`` has no
+  ``quant_conv``, and diffusers' ``convert_svd_to_diffusers.py`` leaves it out), so they replace
+  ``first_stage_model.encoder`` when the file has them;
 * ``conditioner.embedders.0.open_clip.model.visual.*``: the OpenCLIP ViT-H/14 image tower ->
   transformers ``CLIPVisionModelWithProjection``.
 
@@ -26,6 +30,7 @@ from .errors import CheckpointError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
+CONDITIONING_VAE_PREFIX = "conditioner.embedders.3.encoder."
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
 
 _SHOWN = 5
@@ -79,16 +84,24 @@ def describe_sgm_checkpoint(keys: Iterable[str]) -> str:
 
 
 def split_checkpoint(state: Mapping[str, torch.Tensor]) -> dict[str, StateDict]:
-    """The tensors of the three parts ("unet", "vae", "clip"), each with its prefix stripped.
+    """The SGM tensors of the three parts ("unet", "vae", "clip"), each with its prefix stripped.
 
-    Keys under other prefixes (the rest of the conditioner, e.g. the leftovers of the OpenCLIP text
-    tower) are not used by the diffusers pipeline and are left out.
+    The "vae" part is ``first_stage_model`` with, when the file has the image-conditioning autoencoder,
+    that one's ``encoder.*`` and ``quant_conv.*`` in place of ``first_stage_model.encoder.*`` (see the
+    module docstring). Everything else (the conditioning decoder, the leftovers of the OpenCLIP text
+    tower) is not used by the diffusers pipeline and is left out.
     """
-    prefixes = {"unet": UNET_PREFIX, "vae": VAE_PREFIX, "clip": CLIP_PREFIX}
-    return {
+    prefixes = {"unet": UNET_PREFIX, "vae": VAE_PREFIX, "clip": CLIP_PREFIX, "conditioning": CONDITIONING_VAE_PREFIX}
+    parts = {
         part: {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         for part, prefix in prefixes.items()
     }
+    conditioning = parts.pop("conditioning")
+    if "encoder.conv_in.weight" in conditioning:
+        vae = {k: v for k, v in parts["vae"].items() if not k.startswith("encoder.")}
+        vae.update({k: v for k, v in conditioning.items() if k.startswith(("encoder.", "quant_conv."))})
+        parts["vae"] = vae
+    return parts
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -231,7 +244,7 @@ def _unet_up_key(key: str, index: int, sub: int, tail: str, layers_per_block: in
     raise _Unmapped(key)
 
 
-def unet_layers_per_block(keys: Iterable[str]) -> int:
+def _unet_layers_per_block(keys: Iterable[str]) -> int:
     """Resnets per down level: the first downsampler is ``input_blocks.{layers_per_block + 1}.0.op``."""
     found = [int(m[1]) for k in keys if (m := re.fullmatch(r"input_blocks\.(\d+)\.0\.op\.weight", k))]
     if not found:
@@ -244,7 +257,7 @@ def convert_unet(state: Mapping[str, torch.Tensor]) -> StateDict:
 
     Pure renaming: every tensor keeps its shape and values.
     """
-    layers_per_block = unet_layers_per_block(list(state))
+    layers_per_block = _unet_layers_per_block(list(state))
     return _rename_all(state, lambda k: _unet_key(k, layers_per_block), what="the SVD UNet")
 
 
@@ -328,11 +341,12 @@ def _vae_levels(keys: Iterable[str]) -> int:
 
 
 def convert_vae(state: Mapping[str, torch.Tensor]) -> StateDict:
-    """SGM video VAE tensors (``first_stage_model.`` stripped) -> ``AutoencoderKLTemporalDecoder``.
+    """SGM video VAE tensors (as :func:`split_checkpoint` gives them) -> ``AutoencoderKLTemporalDecoder``.
 
     The mid-block attention ``q/k/v/proj_out`` are 1x1 convolutions in SGM and linear layers in
-    diffusers. SGM's ``AutoencodingEngine`` has no ``quant_conv`` (the encoder output is the latent
-    distribution itself), so unless the file has one, diffusers' ``quant_conv`` gets the identity.
+    diffusers. Without a ``quant_conv`` (``first_stage_model`` alone: SGM's ``AutoencodingEngine`` feeds
+    the encoder output straight to the latent distribution, as ComfyUI does) diffusers' ``quant_conv``
+    gets the identity.
     """
     num_levels = _vae_levels(state)
     out = _rename_all(state, lambda k: _vae_key(k, num_levels), what="the SVD VAE")
@@ -340,11 +354,13 @@ def convert_vae(state: Mapping[str, torch.Tensor]) -> StateDict:
         if ".attentions.0.to_" in key and key.endswith(".weight") and tensor.ndim == 4:
             out[key] = tensor[:, :, 0, 0]
     if "quant_conv.weight" not in out:
-        out.update(identity_quant_conv(out["encoder.conv_out.weight"]))
+        if "encoder.conv_out.weight" not in out:
+            raise CheckpointError("The VAE tensors have no encoder (encoder.conv_out); not an SVD VAE.")
+        out.update(_identity_quant_conv(out["encoder.conv_out.weight"]))
     return out
 
 
-def identity_quant_conv(encoder_conv_out: torch.Tensor) -> StateDict:
+def _identity_quant_conv(encoder_conv_out: torch.Tensor) -> StateDict:
     """A 1x1 ``quant_conv`` that passes the encoder's moments through unchanged."""
     channels = encoder_conv_out.shape[0]
     like = {"dtype": encoder_conv_out.dtype, "device": encoder_conv_out.device}
@@ -395,11 +411,7 @@ def convert_clip_vision(state: Mapping[str, torch.Tensor]) -> StateDict:
                 out[f"{layer}.{name}.{param}"] = chunk.contiguous()
             continue
         rest[key] = tensor
-    renamed = _rename_all(rest, _clip_key, what="the OpenCLIP image encoder")
-    clash = set(renamed) & set(out)
-    if clash:
-        raise CheckpointError(f"Two tensors of the OpenCLIP image encoder map to {sorted(clash)[0]}.")
-    return {**out, **renamed}
+    return {**out, **_rename_all(rest, _clip_key, what="the OpenCLIP image encoder")}
 
 
 def _clip_key(key: str) -> str:

@@ -5,8 +5,10 @@ The single-file path and its key map are tested in ``test_svd_single_file.py``.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from safetensors.torch import save_file
 from test_svd_single_file import MANIFESTS, TINY_CONFIGS
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from dicetalk_core.checkpoints import read_state_dict
 from dicetalk_core.errors import CheckpointError
 from dicetalk_core.svd_components import (
     SVD_XT,
@@ -24,8 +27,11 @@ from dicetalk_core.svd_components import (
     SVD_XT_VAE_CONFIG,
     WEIGHT_FILES,
     build_scheduler,
+    find_folder_weights,
+    folder_configs,
     load_svd_components,
 )
+from dicetalk_core.svd_single_file import convert_unet, split_checkpoint
 
 # Spec 7.1: Karras sigmas of 25 steps between 700 and 0.002, then 0.
 SPEC_SIGMAS = [700, 545.729, 421.569, 322.454, 244.023, 182.547, 134.854, 98.267, 70.541, 49.810, 34.537, 23.468,
@@ -157,6 +163,26 @@ def test_an_old_clip_export_with_position_ids_loads(tmp_path, sources):
     assert loaded.image_encoder.vision_model.embeddings.position_ids.shape == (1, 5)
 
 
+def test_folder_configs_read_the_config_files_as_diffusers_writes_them(tmp_path, sources):
+    folder = write_folder(tmp_path / "svd", sources["states"], fp32=False)
+    extras = {
+        "vae": {"_class_name": "AutoencoderKLTemporalDecoder", "_diffusers_version": "0.24.0.dev0"},
+        "image_encoder": {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
+                          "torch_dtype": "float16", "transformers_version": "4.34.0.dev0"},
+    }
+    for part, config in (("vae", TINY_CONFIGS.vae), ("image_encoder", TINY_CONFIGS.image_encoder)):
+        (folder / part / "config.json").write_text(json.dumps({**config, **extras[part]}))
+    configs = folder_configs(folder)
+    assert configs.unet == SVD_XT.unet and configs.scheduler == SVD_XT.scheduler  # absent: the defaults
+    loaded = load_svd_components(folder, device="cpu", dtype=torch.float32, configs=configs)
+    assert loaded.vae.config.block_out_channels == TINY_CONFIGS.vae["block_out_channels"]
+    assert loaded.image_encoder.config.hidden_size == TINY_CONFIGS.image_encoder["hidden_size"]
+    assert {p.dtype for p in loaded.image_encoder.parameters()} == {torch.float32}
+    (folder / "vae" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not a readable JSON config"):
+        folder_configs(folder)
+
+
 # --------------------------------------------------------------------------- refusals
 
 
@@ -198,3 +224,39 @@ def test_full_size_configs_refuse_tiny_weights(tmp_path, sources):
     folder = write_folder(tmp_path / "svd", sources["states"], fp32=False)
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_svd_components(folder, device="cpu", dtype=torch.float32, configs=SVD_XT)
+
+
+# --------------------------------------------------------------------------- the real files (spec 2.11)
+
+
+def worst_differences(ours: dict, theirs: dict) -> list[tuple[float, str]]:
+    """Keys must match; returns the (max abs difference, key) pairs that are not zero, worst first."""
+    assert set(ours) == set(theirs), sorted(set(ours) ^ set(theirs))[:10]
+    diffs = [((ours[k].float() - theirs[k].float()).abs().max().item(), k) for k in ours]
+    return sorted((d for d in diffs if d[0] > 0), reverse=True)
+
+
+def test_real_single_file_equals_the_fp16_variant_folder():
+    """Spec 2.11: single-file support needs key-set equality and max|diff| = 0 against the fp16 variant.
+
+    Needs the real weights (about 19 GB of RAM at the peak): set DICETALK_SVD_XT_DIR to the
+    stable-video-diffusion-img2vid-xt folder holding both the diffusers subfolders and svd_xt.safetensors.
+    """
+    root = os.environ.get("DICETALK_SVD_XT_DIR", "")
+    single = Path(root) / "svd_xt.safetensors"
+    if not root or not single.is_file():
+        pytest.skip("set DICETALK_SVD_XT_DIR to an SVD-xt diffusers folder that also holds svd_xt.safetensors")
+    folder = load_svd_components(root, device="cpu", dtype=torch.float16)
+    from_file = load_svd_components(single, device="cpu", dtype=torch.float16)
+    report = {
+        "vae": worst_differences(from_file.vae.state_dict(), folder.vae.state_dict()),
+        "image_encoder": worst_differences(from_file.image_encoder.state_dict(), folder.image_encoder.state_dict()),
+    }
+    del folder, from_file
+    gc.collect()
+    unet_file = convert_unet(split_checkpoint(read_state_dict(single))["unet"])
+    unet_file = {k: v.half() for k, v in unet_file.items()}
+    report["unet"] = worst_differences(unet_file, read_state_dict(find_folder_weights(root, "unet")))
+    print(f"\nsingle file vs fp16 folder, non-zero differences: "
+          f"{ {part: (len(d), d[:5]) for part, d in report.items()} }")
+    assert not any(report.values())

@@ -6,13 +6,15 @@ Without ComfyUI:
   shape for shape;
 * the CLIP tower mapped into transformers gives the outputs of an OpenCLIP-style reference forward
   (``nn.MultiheadAttention`` consuming the unsplit ``in_proj``, ``x @ proj``);
-* a tiny single file loads through :func:`load_svd_components`; foreign and incomplete files are refused.
+* a tiny single file loads through :func:`load_svd_components`, taking the VAE encoder and ``quant_conv``
+  from the image-conditioning autoencoder when the file has one; foreign and incomplete files are refused.
 
 With ComfyUI (``COMFYUI_DIR`` = a ComfyUI source folder; importing its model code needs ``einops``,
 and ``comfy.clip_vision`` also ``torchvision``): tiny SGM models built by ComfyUI's own classes
-(``UNetModel`` in its SVD configuration, the video VAE) with random weights are saved under the
-checkpoint prefixes, loaded through our map into diffusers, and give ComfyUI's outputs; the rule-built
-full-size key sets equal ComfyUI's; our CLIP conversion equals ComfyUI's, tensor for tensor.
+(``UNetModel`` in its SVD configuration, the video VAE, the conditioning ``AutoencodingEngineLegacy``) with
+random weights are saved under the checkpoint prefixes, loaded through our map into diffusers, and give
+ComfyUI's outputs (float64, max abs error < 1e-10); the rule-built full-size key sets equal ComfyUI's;
+our CLIP conversion equals ComfyUI's, tensor for tensor.
 
 Run with ``-s`` to see the max abs errors.
 """
@@ -40,10 +42,12 @@ from dicetalk_core.svd_components import (
     SVD_XT_SCHEDULER_CONFIG,
     SVD_XT_VAE_CONFIG,
     SVDConfigs,
+    build_vae,
     load_svd_components,
 )
 from dicetalk_core.svd_single_file import (
     CLIP_PREFIX,
+    CONDITIONING_VAE_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
     check_svd_checkpoint,
@@ -421,15 +425,25 @@ def test_the_image_decoder_variant_is_named():
 # --------------------------------------------------------------------------- a tiny single file end to end
 
 
-def write_single_file(path: Path, unet: dict, vae: dict, clip: dict) -> Path:
-    """A single-file checkpoint: the three parts under their prefixes, plus keys the loader must ignore."""
+def write_single_file(path: Path, unet: dict, vae: dict, clip: dict, conditioning: dict | None = None) -> Path:
+    """A single-file checkpoint: the parts under their prefixes, plus text-tower leftovers to be ignored."""
     state = {UNET_PREFIX + k: v for k, v in unet.items()}
     state |= {VAE_PREFIX + k: v for k, v in vae.items()}
     state |= {CLIP_PREFIX + k: v for k, v in clip.items()}
+    state |= {CONDITIONING_VAE_PREFIX + k: v for k, v in (conditioning or {}).items()}
     state["conditioner.embedders.0.open_clip.model.token_embedding.weight"] = torch.zeros(8, 4, dtype=F64)
-    state["conditioner.embedders.3.encoder.quant_conv.weight"] = torch.zeros(8, 8, 1, 1, dtype=F64)
+    state["conditioner.embedders.0.open_clip.model.ln_final.weight"] = torch.zeros(4, dtype=F64)
     save_file({k: v.contiguous() for k, v in state.items()}, path)
     return path
+
+
+def conditioning_vae_shapes(channels: int, mult: tuple[int, ...]) -> Shapes:
+    """SGM's image-conditioning autoencoder (SD kl-f8): same encoder, quant_conv, a plain decoder (abridged)."""
+    s = {k: v for k, v in sgm_vae_shapes(channels, mult).items() if k.startswith("encoder.")}
+    _conv(s, "quant_conv", 8, 8, (1, 1))
+    _conv(s, "post_quant_conv", 4, 4, (1, 1))
+    _conv(s, "decoder.conv_in", channels * mult[-1], 4)
+    return s
 
 
 @pytest.fixture(scope="module")
@@ -475,6 +489,20 @@ def test_single_file_weights_are_rounded_through_fp16(rule_built_file):
     assert not torch.equal(got, convert_vae(parts.vae)["decoder.conv_in.weight"].float())
 
 
+def test_single_file_encodes_with_the_conditioning_autoencoder(tmp_path, rule_built_file):
+    parts = rule_built_file
+    conditioning = random_tensors(conditioning_vae_shapes(**TINY_VAE), seed=12)
+    path = write_single_file(tmp_path / "svd_xt.safetensors", parts.unet, parts.vae, parts.clip, conditioning)
+    vae = load_svd_components(path, device="cpu", dtype=F64, fp16_weights=False, configs=TINY_CONFIGS).vae
+    loaded = vae.state_dict()
+    from_conditioning = convert_vae({k: v for k, v in conditioning.items() if k.startswith(("encoder.", "quant_conv"))}
+                                    | {k: v for k, v in parts.vae.items() if not k.startswith("encoder.")})
+    assert set(loaded) == set(from_conditioning)
+    assert all(torch.equal(loaded[k], v) for k, v in from_conditioning.items())
+    assert torch.equal(loaded["quant_conv.weight"], conditioning["quant_conv.weight"])
+    assert not torch.equal(loaded["encoder.conv_in.weight"], parts.vae["encoder.conv_in.weight"])
+
+
 def test_single_file_of_another_shape_is_refused(rule_built_file):
     with pytest.raises(CheckpointError, match="does not fit the SVD-xt VAE"):
         load_svd_components(rule_built_file.path, device="cpu", dtype=F64)  # tiny file, SVD-xt configs
@@ -499,12 +527,12 @@ def comfy():
 
         args.cpu = True  # before comfy.model_management is imported: no CUDA probing
         import comfy.ops
-        from comfy.ldm.models.autoencoder import AutoencodingEngine
+        from comfy.ldm.models.autoencoder import AutoencodingEngine, AutoencodingEngineLegacy
         from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep, UNetModel
     except ImportError as err:
         pytest.skip(f"ComfyUI at {root} cannot be imported ({err}); its model code needs einops.")
     return SimpleNamespace(root=root, ops=comfy.ops, UNetModel=UNetModel, Timestep=Timestep,
-                           AutoencodingEngine=AutoencodingEngine)
+                           AutoencodingEngine=AutoencodingEngine, AutoencodingEngineLegacy=AutoencodingEngineLegacy)
 
 
 def comfy_unet_config(channels: int = 320, mult: tuple[int, ...] = (1, 2, 4, 4), head_channels: int = 64,
@@ -525,10 +553,14 @@ def comfy_unet_config(channels: int = 320, mult: tuple[int, ...] = (1, 2, 4, 4),
     }
 
 
+def comfy_vae_encoder_config(channels: int = 128, mult: tuple[int, ...] = (1, 2, 4, 4)) -> dict:
+    return {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
+            "ch": channels, "ch_mult": list(mult), "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
 def comfy_vae(comfy, channels: int = 128, mult: tuple[int, ...] = (1, 2, 4, 4)):
     """ComfyUI's SVD VAE (``comfy/sd.py``: ``decoder.mid.block_1.mix_factor`` in the checkpoint)."""
-    encoder = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
-               "ch": channels, "ch_mult": list(mult), "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    encoder = comfy_vae_encoder_config(channels, mult)
     decoder = {**encoder, "video_kernel_size": [3, 1, 1], "alpha": 0.0}
     return comfy.AutoencodingEngine(
         regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
@@ -558,11 +590,16 @@ def comfy_built(comfy, tmp_path_factory):
     unet = comfy.UNetModel(**comfy_unet_config(32, (1, 2, 2), 16, 24, 24), operations=comfy.ops.disable_weight_init,
                            dtype=F64).to(F64).eval()
     vae = comfy_vae(comfy, 32, (1, 2)).to(F64).eval()
+    conditioning = comfy.AutoencodingEngineLegacy(
+        embed_dim=4, ddconfig=comfy_vae_encoder_config(32, (1, 2)),
+        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+    ).to(F64).eval()
     clip = random_tensors(openclip_visual_shapes(**TINY_CLIP), seed=7)
-    parts = SimpleNamespace(comfy=comfy, unet=unet, vae=vae, clip=clip)
+    parts = SimpleNamespace(comfy=comfy, unet=unet, vae=vae, conditioning=conditioning, clip=clip)
     parts.unet_sgm, parts.vae_sgm = randomize(unet, 8), randomize(vae, 9)
+    parts.conditioning_sgm = randomize(conditioning, 10)
     path = write_single_file(tmp_path_factory.mktemp("comfy") / "svd_xt.safetensors", parts.unet_sgm,
-                             parts.vae_sgm, parts.clip)
+                             parts.vae_sgm, parts.clip, parts.conditioning_sgm)
     parts.loaded = load_svd_components(path, device="cpu", dtype=F64, load_unet=True, fp16_weights=False,
                                        configs=TINY_CONFIGS)
     return parts
@@ -598,19 +635,31 @@ def test_unet_matches_comfyui(comfy_built):
 
 
 def test_vae_matches_comfyui(comfy_built):
+    """Decoder: ComfyUI's SVD first stage. Encoder: the file's conditioning autoencoder (with quant_conv) and,
+    for files without one, ComfyUI's first-stage encoder (no quant_conv)."""
     parts = comfy_built
     vae = parts.loaded.vae
-    assert same_values(parts.vae_sgm, {k: v for k, v in vae.state_dict().items() if not k.startswith("quant_conv")})
+    used = {k: v for k, v in parts.conditioning_sgm.items() if k.startswith(("encoder.", "quant_conv."))}
+    used |= {k: v for k, v in parts.vae_sgm.items() if k.startswith("decoder.")}
+    assert same_values(used, vae.state_dict())
+    first_stage_only = build_vae(convert_vae(parts.vae_sgm), source="test", config=TINY_CONFIGS.vae)
     generator = torch.Generator().manual_seed(11)
     frames = torch.randn(3, 3, 16, 16, generator=generator, dtype=F64)
     latents = torch.randn(3, 4, 8, 8, generator=generator, dtype=F64)
     with torch.no_grad():
         dist = vae.encode(frames).latent_dist
-        mean, logvar = parts.vae.encoder(frames).chunk(2, dim=1)
+        moments = parts.conditioning.quant_conv(parts.conditioning.encoder(frames))
+        first_stage = first_stage_only.encode(frames).latent_dist
+        first_mean, first_logvar = parts.vae.encoder(frames).chunk(2, dim=1)
         decoded = vae.decode(latents, num_frames=3).sample
         reference = parts.vae.decode(latents)  # ComfyUI decodes the whole batch as one clip
-    errors = {"latent mean": max_err(dist.mean, mean), "latent logvar": max_err(dist.logvar, logvar.clamp(-30, 20)),
-              "decoded": max_err(decoded, reference)}
+        errors = {
+            "latent mean": max_err(dist.mean, parts.conditioning.encode(frames)),
+            "latent logvar": max_err(dist.logvar, moments.chunk(2, dim=1)[1].clamp(-30, 20)),
+            "first-stage latent mean": max_err(first_stage.mean, first_mean),
+            "first-stage latent logvar": max_err(first_stage.logvar, first_logvar.clamp(-30, 20)),
+            "decoded": max_err(decoded, reference),
+        }
     print(f"\nVAE vs ComfyUI (float64): {errors}")
     assert max(errors.values()) < EXACT
 

@@ -61,7 +61,6 @@ def settings_of(case: GoldenCase) -> GenerationSettings:
             motion_bucket_id_exp=kw["motion_bucket_id_exp"],
         ),
         adapter_scales=tuple(config["ip_scale"]),
-        retrieval=config["retrieval"],
         noise_aug_strength=kw["noise_aug_strength"],
         decode_chunk_size=kw["decode_chunk_size"],
     )
@@ -86,7 +85,8 @@ def check(case: GoldenCase, report: dict) -> None:
         *inter,
         report,
     )
-    emo, emo_uncond = emotion_tokens(models.emotion_model, case["inputs.emo_prior"], settings.retrieval)
+    emotion = emotion_tokens(models.emotion_model, case["inputs.emo_prior"], retrieval=config["retrieval"])
+    emo, emo_uncond = emotion.cond, emotion.uncond
     assert_close("emo_tokens_cond", emo.expand_as(cond), case["intermediate.emo_tokens_cond"], *inter, report)
     assert_close(
         "emo_tokens_uncond",
@@ -115,7 +115,7 @@ def check(case: GoldenCase, report: dict) -> None:
         models,
         reference,
         windows,
-        case["inputs.emo_prior"],
+        emotion,
         settings,
         precision,
         noise=noise,

@@ -1,0 +1,34 @@
+"""ComfyUI nodes of the DICE-Talk pack (V1 API): thin adapters over ``dicetalk_core``."""
+
+from .audio import DICEAudioEncoder
+from .emotion import DICEEmotionBank, DICEEmotionEmbedder, DICEEmotionPreset
+from .face import DICEFaceCrop, DICEPasteBack
+from .loaders import DICEModelLoader
+from .paths import register_folders
+from .sampler import DICEFrameInterpolation, DICESampler
+
+register_folders()
+
+NODE_CLASS_MAPPINGS = {
+    "DICEModelLoader": DICEModelLoader,
+    "DICEAudioEncoder": DICEAudioEncoder,
+    "DICEEmotionPreset": DICEEmotionPreset,
+    "DICEEmotionBank": DICEEmotionBank,
+    "DICEEmotionEmbedder": DICEEmotionEmbedder,
+    "DICEFaceCrop": DICEFaceCrop,
+    "DICEPasteBack": DICEPasteBack,
+    "DICESampler": DICESampler,
+    "DICEFrameInterpolation": DICEFrameInterpolation,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "DICEModelLoader": "DICE-Talk Model Loader",
+    "DICEAudioEncoder": "DICE-Talk Audio Encoder",
+    "DICEEmotionPreset": "DICE-Talk Emotion Preset",
+    "DICEEmotionBank": "DICE-Talk Emotion Bank",
+    "DICEEmotionEmbedder": "DICE-Talk Emotion Embedder",
+    "DICEFaceCrop": "DICE-Talk Face Crop",
+    "DICEPasteBack": "DICE-Talk Paste Back",
+    "DICESampler": "DICE-Talk Sampler",
+    "DICEFrameInterpolation": "DICE-Talk Frame Interpolation (RIFE)",
+}

@@ -1,0 +1,68 @@
+"""DICE-Talk modules under ComfyUI's model management: one ModelPatcher per weight-holding module.
+
+Modules live on ComfyUI's offload device; :meth:`DiceTalkBundle.load` asks ComfyUI to move the ones
+a node needs to the torch device right before use (evicting other models as memory requires), and
+ComfyUI offloads them again when other models need the room.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import comfy.model_management as mm
+import comfy.model_patcher
+import torch
+from torch import nn
+
+from ..dicetalk_core.audio import WhisperAudioEncoder
+from ..dicetalk_core.pipeline import DiceTalkModels
+from ..dicetalk_core.precision import DTYPES, Precision
+
+DIFFUSION_PARTS = ("unet", "vae", "image_encoder", "pose_guider")
+CONDITIONING_PARTS = ("audio_projection", "emotion_model")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: fp16 (or bf16) where ComfyUI would use it on this device, fp32 on the CPU."""
+    if name != "auto":
+        return DTYPES[name]
+    if device.type == "cpu":
+        return torch.float32
+    if mm.should_use_fp16(device):
+        return torch.float16
+    return torch.bfloat16 if mm.should_use_bf16(device) else torch.float32
+
+
+class ManagedModule(nn.Module):
+    """Holds one module for a ModelPatcher, which sets ``model.device`` (a read-only property on
+    diffusers and transformers models, a plain attribute here)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+def patcher_for(module: nn.Module) -> comfy.model_patcher.ModelPatcher:
+    return comfy.model_patcher.ModelPatcher(
+        ManagedModule(module), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
+
+
+@dataclass
+class DiceTalkBundle:
+    """What DICE-Talk Model Loader outputs: the modules, whisper, and their patchers."""
+
+    models: DiceTalkModels
+    whisper: WhisperAudioEncoder
+    diffusion_dtype: torch.dtype
+    patchers: dict[str, comfy.model_patcher.ModelPatcher] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (*DIFFUSION_PARTS, *CONDITIONING_PARTS):
+            self.patchers[name] = patcher_for(getattr(self.models, name))
+        self.patchers["whisper"] = patcher_for(self.whisper.encoder)
+
+    def load(self, *names: str) -> Precision:
+        """Move the named parts to the torch device now; returns the precision to run them with."""
+        mm.load_models_gpu([self.patchers[n] for n in names], force_full_load=True)
+        return Precision(device=self.patchers[names[0]].load_device, diffusion=self.diffusion_dtype)
