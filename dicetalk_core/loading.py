@@ -21,6 +21,8 @@ from .checkpoints import StateDict, describe_state_dict, load_strict, read_state
 from .errors import CheckpointError
 from .models import AudioProjection, EmotionModel, PoseGuider
 from .models.emotion_model import OFFICIAL_NUM_HEADS
+from .pipeline import DiceTalkModels
+from .svd_components import SVD_XT, folder_configs, load_svd_components
 from .unet_adapters import DiceUNet, install_dice_adapters
 
 UNET_FILE = "unet.pth"
@@ -114,3 +116,33 @@ def load_dice_unet(path: str | Path, config: Mapping) -> DiceUNet:
     """
     state, source = _read(path)
     return build_dice_unet(config, state, source=source)
+
+
+def load_dice_talk_models(
+    folder: str | Path, svd_path: str | Path, *, device: torch.device | str, dtype: torch.dtype
+) -> DiceTalkModels:
+    """Every module of a run: DICE-Talk files from ``folder``, VAE/CLIP/scheduler from SVD-xt at ``svd_path``.
+
+    Args:
+        folder: the DICE-Talk folder (``unet.pth``, ``audio_linear.pth``, ``emo_model.pth``, ``pose_guider.pth``).
+        svd_path: the SVD-xt diffusers folder (its config files are used) or ``svd_xt.safetensors``.
+        device: where every module is put.
+        dtype: dtype of the UNet, VAE, CLIP image encoder and pose guider (audio/emotion modules stay fp32).
+    """
+    svd_path = Path(svd_path)
+    configs = folder_configs(svd_path) if svd_path.is_dir() else SVD_XT
+    svd = load_svd_components(svd_path, device=device, dtype=dtype, configs=configs)
+    models = DiceTalkModels(
+        unet=load_dice_unet(find_weight_file(folder, UNET_FILE), svd.unet_config),
+        vae=svd.vae,
+        image_encoder=svd.image_encoder,
+        pose_guider=load_pose_guider(find_weight_file(folder, POSE_GUIDER_FILE)),
+        audio_projection=load_audio_projection(find_weight_file(folder, AUDIO_PROJECTION_FILE)),
+        emotion_model=load_emotion_model(find_weight_file(folder, EMOTION_MODEL_FILE)),
+        scheduler=svd.scheduler,
+    )
+    for module in (models.unet, models.vae, models.image_encoder, models.pose_guider):
+        module.to(device=device, dtype=dtype).eval()
+    for module in (models.audio_projection, models.emotion_model):
+        module.to(device=device).eval()
+    return models

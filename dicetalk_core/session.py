@@ -18,22 +18,11 @@ from .emotion import load_emotion_prior
 from .errors import InputError
 from .face import FaceBox, prepare_portrait
 from .interpolation import IFNet, interpolate_frames, load_rife, output_fps
-from .loading import (
-    AUDIO_PROJECTION_FILE,
-    EMOTION_MODEL_FILE,
-    POSE_GUIDER_FILE,
-    UNET_FILE,
-    find_weight_file,
-    load_audio_projection,
-    load_dice_unet,
-    load_emotion_model,
-    load_pose_guider,
-)
+from .loading import load_dice_talk_models
 from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
 from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, emotion_tokens, generate
 from .precision import Precision
 from .sampler import WindowResult
-from .svd_components import SVD_XT, folder_configs, load_svd_components
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -69,20 +58,8 @@ class DiceTalkSession:
         models_dir = Path(models_dir)
         precision = precision or Precision.resolve("auto")
         svd_path = Path(svd) if svd is not None else default_svd_path(models_dir)
-        svd_parts = load_svd_components(
-            svd_path,
-            device=precision.device,
-            dtype=precision.diffusion,
-            configs=folder_configs(svd_path) if svd_path.is_dir() else SVD_XT,
-        )
-        models = DiceTalkModels(
-            unet=load_dice_unet(find_weight_file(models_dir, UNET_FILE), svd_parts.unet_config),
-            vae=svd_parts.vae,
-            image_encoder=svd_parts.image_encoder,
-            pose_guider=load_pose_guider(find_weight_file(models_dir, POSE_GUIDER_FILE)),
-            audio_projection=load_audio_projection(find_weight_file(models_dir, AUDIO_PROJECTION_FILE)),
-            emotion_model=load_emotion_model(find_weight_file(models_dir, EMOTION_MODEL_FILE)),
-            scheduler=svd_parts.scheduler,
+        models = load_dice_talk_models(
+            models_dir, svd_path, device=precision.device, dtype=precision.diffusion
         ).to_precision(precision)
         whisper = audio_frontend.load_whisper(
             models_dir / WHISPER_FOLDER, device=precision.device, dtype=precision.conditioning
