@@ -7,11 +7,11 @@ Only two readers exist: safetensors, and ``torch.load(..., weights_only=True)`` 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
@@ -23,12 +23,14 @@ PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".pkl")
 _SHOWN = 5
 
 
-def read_state_dict(path: str | Path, *, prefix: str = "") -> StateDict:
+def read_state_dict(path: str | Path, *, prefix: str = "", keep: Callable[[str], bool] | None = None) -> StateDict:
     """Read a tensor dict from ``.safetensors`` or a weights-only ``.pth``/``.pt``/``.pkl`` file.
 
     Args:
         path: the weight file.
         prefix: when given, keep only keys starting with it and strip it.
+        keep: when given, read only the keys it accepts (from a safetensors file, the others are never
+            loaded: a 10 GB single-file checkpoint costs only the parts that are used).
 
     Raises:
         CheckpointError: the file is missing, truncated, not a tensor dict, or holds Python objects
@@ -39,7 +41,7 @@ def read_state_dict(path: str | Path, *, prefix: str = "") -> StateDict:
         raise CheckpointError(f"Weight file not found: {path}")
     if path.suffix == ".safetensors":
         try:
-            state = load_file(str(path), device="cpu")
+            state = _read_safetensors(path, keep)
         except (SafetensorError, OSError, ValueError) as err:
             raise CheckpointError(
                 f"{path} is not a readable safetensors file ({err}). It may be truncated by an "
@@ -63,11 +65,35 @@ def read_state_dict(path: str | Path, *, prefix: str = "") -> StateDict:
             f"{path} has an unsupported extension; expected .safetensors or one of {', '.join(PICKLE_SUFFIXES)}."
         )
     state = _unwrap(state, path)
+    if keep is not None:
+        state = {k: v for k, v in state.items() if keep(k)}
     if prefix:
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
             raise CheckpointError(f"{path} has no tensors under the prefix '{prefix}'.")
     return state
+
+
+def _read_safetensors(path: Path, keep: Callable[[str], bool] | None) -> StateDict:
+    if keep is None:
+        return load_file(str(path), device="cpu")
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return {k: handle.get_tensor(k) for k in handle.keys() if keep(k)}  # noqa: SIM118 - not a dict
+
+
+def state_dict_keys(path: str | Path) -> list[str]:
+    """The tensor names of a weight file; a safetensors file is not loaded for this (its header is read)."""
+    path = Path(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                return list(handle.keys())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(
+                f"{path} is not a readable safetensors file ({err}). It may be truncated by an "
+                "interrupted download: download it again."
+            ) from err
+    return list(read_state_dict(path))
 
 
 def _unwrap(state: object, path: Path) -> StateDict:
@@ -89,7 +115,7 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
         return any(fragment in k for k in keys)
 
     if has("model.diffusion_model.") or has("first_stage_model."):
-        return "a single-file Stability (SGM) checkpoint such as svd_xt.safetensors"
+        return "a single-file Stability checkpoint (SD/SDXL/SVD style, not a diffusers component)"
     if has("to_k_ip."):
         return "a DICE-Talk/Sonic UNet with audio/emotion adapters (unet.pth)"
     if has("temporal_transformer_blocks") and has("down_blocks."):
@@ -106,7 +132,7 @@ def describe_state_dict(state: Mapping[str, torch.Tensor]) -> str:
         return "a CLIP vision encoder"
     if has("encoder.layers.") and has("conv1"):
         return "a Whisper model"
-    if all(k.startswith("module.") for k in keys) or has("block_tea"):
+    if all(k.startswith("module.") for k in keys) or has("block_tea") or has("block0.conv0."):
         return "a RIFE frame-interpolation model (flownet.pkl)"
     return f"an unknown model (first keys: {', '.join(keys[:3])})"
 

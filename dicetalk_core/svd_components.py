@@ -31,9 +31,13 @@ from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNet
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from .checkpoints import StateDict, check_state_dict, load_strict, read_state_dict
+from .checkpoints import StateDict, check_state_dict, load_strict, read_state_dict, state_dict_keys
 from .errors import CheckpointError
 from .svd_single_file import (
+    CLIP_PREFIX,
+    CONDITIONING_VAE_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
     check_svd_checkpoint,
     convert_clip_vision,
     convert_unet,
@@ -335,9 +339,9 @@ def find_folder_weights(folder: str | Path, subfolder: str) -> Path:
 
 
 def _read_single_file(path: Path, load_unet: bool) -> _RawStates:
-    state = read_state_dict(path)
-    check_svd_checkpoint(state, source=str(path))
-    parts = split_checkpoint(state)
+    check_svd_checkpoint(state_dict_keys(path), source=str(path))
+    wanted = (VAE_PREFIX, CLIP_PREFIX, CONDITIONING_VAE_PREFIX, *((UNET_PREFIX,) if load_unet else ()))
+    parts = split_checkpoint(read_state_dict(path, keep=lambda key: key.startswith(wanted)))
     source = str(path)
     return _RawStates(
         vae=convert_vae(parts["vae"]),

@@ -179,3 +179,16 @@ def test_pickle_payload_is_never_executed(tmp_path):
     with pytest.raises(CheckpointError, match="Python objects other than tensors"):
         load_audio_projection(tmp_path / "audio_linear.pth")
     assert not marker.exists()
+
+
+def test_selective_reading_of_a_safetensors_file(tmp_path):
+    from dicetalk_core.checkpoints import state_dict_keys
+
+    tensors = {"model.diffusion_model.w": torch.ones(2), "first_stage_model.w": torch.zeros(3)}
+    save_file(tensors, str(tmp_path / "single.safetensors"))
+    assert sorted(state_dict_keys(tmp_path / "single.safetensors")) == sorted(tensors)
+    part = read_state_dict(tmp_path / "single.safetensors", keep=lambda k: k.startswith("first_stage_model."))
+    assert list(part) == ["first_stage_model.w"] and torch.equal(part["first_stage_model.w"], torch.zeros(3))
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "single.safetensors").read_bytes()[:20])
+    with pytest.raises(CheckpointError, match="truncated"):
+        state_dict_keys(tmp_path / "cut.safetensors")
