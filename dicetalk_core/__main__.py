@@ -13,7 +13,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .emotion import OFFICIAL_PRESETS, find_preset
+from .emotion import OFFICIAL_PRESETS
+from .emotion.compose import emotion_from_spec
+from .emotion.presets import PresetLibrary, load_emotion
+from .emotion.value import Emotion
 from .errors import DiceTalkError
 from .model_files import EMOTIONS_FOLDER, format_report, weight_files
 from .pipeline import GenerationSettings
@@ -30,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--emotion",
         default="neutral",
-        help=f"preset name ({', '.join(OFFICIAL_PRESETS)}) or a preset file (.npy/.safetensors)",
+        help=f"preset name ({', '.join(OFFICIAL_PRESETS)}), a preset file (.npy/.safetensors), or a text "
+        "such as 'slightly sad, then very happy at 3s' (see README: emotion control)",
     )
     p.add_argument("--out", type=Path, default=Path("out.mp4"), help="output mp4")
     p.add_argument(
@@ -55,11 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve_emotion(value: str, models: Path) -> Path:
+def resolve_emotion(value: str, models: Path) -> Emotion:
+    """A preset/saved-emotion file, a preset name, or a text such as "slightly sad, then very happy"."""
     candidate = Path(value)
     if candidate.suffix in (".npy", ".safetensors") and candidate.is_file():
-        return candidate
-    return find_preset(value, [models / EMOTIONS_FOLDER])
+        return load_emotion(candidate)
+    return emotion_from_spec(value, PresetLibrary([models / EMOTIONS_FOLDER]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,15 @@ import torch
 from PIL import Image
 
 from . import audio as audio_frontend
-from .emotion import load_emotion_prior
+from .emotion.conditioning import emotion_conditioning
+from .emotion.presets import load_emotion
+from .emotion.value import Emotion
 from .errors import InputError
 from .face import FaceBox, prepare_portrait
 from .interpolation import IFNet, interpolate_frames, load_rife, output_fps
 from .loading import load_dice_talk_models
 from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
-from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, emotion_tokens, generate
+from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, generate
 from .precision import Precision
 from .sampler import WindowResult
 
@@ -71,7 +73,7 @@ class DiceTalkSession:
         self,
         image: object,
         audio_path: str | Path,
-        emotion: str | Path | torch.Tensor,
+        emotion: Emotion | torch.Tensor | str | Path,
         settings: GenerationSettings | None = None,
         *,
         seed: int = 72589,
@@ -81,7 +83,11 @@ class DiceTalkSession:
         progress: ProgressFn | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> VideoResult:
-        """Portrait (file path, PIL or array) + speech file + emotion (preset file or prior) -> video."""
+        """Portrait (file path, PIL or array) + speech file + emotion -> video.
+
+        The emotion is an :class:`~dicetalk_core.emotion.value.Emotion` (fixed, mix or timeline), a prior
+        tensor, or a preset file path.
+        """
         settings = settings or GenerationSettings()
         portrait = prepare_portrait(_open_image(image), face_box, min_resolution=min_resolution)
         samples, rate = audio_frontend.load_audio_file(audio_path)
@@ -92,8 +98,9 @@ class DiceTalkSession:
             should_stop=should_stop,
             progress=None if progress is None else lambda d, t: progress("audio", d, t),
         )
-        prior = emotion if isinstance(emotion, torch.Tensor) else load_emotion_prior(emotion)
-        tokens = emotion_tokens(self.models.emotion_model, prior, retrieval=retrieval)
+        if isinstance(emotion, (str, Path)):
+            emotion = load_emotion(emotion)
+        tokens = emotion_conditioning(self.models.emotion_model, emotion, windows.windows.shape[0], retrieval=retrieval)
         reference = ReferenceInputs(portrait.ref_image, portrait.clip_image, portrait.face_mask)
         sampler = settings.sampler
         total = len(sampler.windows(windows.windows.shape[0] + sampler.window, 0)) * sampler.steps

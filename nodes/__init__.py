@@ -1,7 +1,14 @@
 """ComfyUI nodes of the DICE-Talk pack (V1 API): thin adapters over ``dicetalk_core``."""
 
 from .audio import DICEAudioEncoder
-from .emotion import DICEEmotionBank, DICEEmotionEmbedder, DICEEmotionPreset
+from .emotion import (
+    DICEEmotionBank,
+    DICEEmotionEmbedder,
+    DICEEmotionMix,
+    DICEEmotionPreset,
+    DICEEmotionTimeline,
+    DICESaveEmotion,
+)
 from .face import DICEFaceCrop, DICEPasteBack
 from .loaders import DICEModelLoader
 from .paths import register_folders
@@ -15,6 +22,9 @@ NODE_CLASS_MAPPINGS = {
     "DICEEmotionPreset": DICEEmotionPreset,
     "DICEEmotionBank": DICEEmotionBank,
     "DICEEmotionEmbedder": DICEEmotionEmbedder,
+    "DICEEmotionTimeline": DICEEmotionTimeline,
+    "DICEEmotionMix": DICEEmotionMix,
+    "DICESaveEmotion": DICESaveEmotion,
     "DICEFaceCrop": DICEFaceCrop,
     "DICEPasteBack": DICEPasteBack,
     "DICESampler": DICESampler,
@@ -26,7 +36,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "DICEAudioEncoder": "DICE-Talk Audio Encoder",
     "DICEEmotionPreset": "DICE-Talk Emotion Preset",
     "DICEEmotionBank": "DICE-Talk Emotion Bank",
-    "DICEEmotionEmbedder": "DICE-Talk Emotion Embedder",
+    "DICEEmotionEmbedder": "DICE-Talk Emotion From Clip",
+    "DICEEmotionTimeline": "DICE-Talk Emotion Timeline",
+    "DICEEmotionMix": "DICE-Talk Emotion Mix",
+    "DICESaveEmotion": "DICE-Talk Save Emotion",
     "DICEFaceCrop": "DICE-Talk Face Crop",
     "DICEPasteBack": "DICE-Talk Paste Back",
     "DICESampler": "DICE-Talk Sampler",

@@ -43,7 +43,8 @@ def test_check_lists_found_and_missing_files(models, tmp_path, capsys):
     assert "MISSING" in out and str(tmp_path / "empty" / "unet.pth") in out
 
 
-def test_cli_writes_an_mp4_with_speech(models, inputs, tmp_path):
+@pytest.mark.parametrize("emotion", ["happy", "neutral, then very happy at 1s"])
+def test_cli_writes_an_mp4_with_speech(models, inputs, tmp_path, emotion):
     image, audio = inputs
     out = tmp_path / "out.mp4"
     argv = [
@@ -52,7 +53,7 @@ def test_cli_writes_an_mp4_with_speech(models, inputs, tmp_path):
         "--audio",
         str(audio),
         "--emotion",
-        "happy",
+        emotion,
         "--models",
         str(models),
         "--out",

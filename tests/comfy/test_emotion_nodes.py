@@ -1,0 +1,247 @@
+"""The emotion nodes inside a real ComfyUI server: timeline text, validation, save/reload, emotion from a clip.
+
+Runs on its own server with a models folder of its own: the tiny DICE-Talk folder plus all eight
+preset names (random priors), a tiny face-expression classifier and a tiny speech-emotion classifier
+(and one incomplete classifier folder). Skips without ``COMFYUI_DIR`` (see ``dicetalk_harness.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dicetalk_harness import (
+    EXAMPLES,
+    REPO,
+    TINY_SETTINGS,
+    api_workflow,
+    nodes_of,
+    tiny,
+    ui_with_settings,
+)
+from safetensors import safe_open
+from test_browser import browser, shots, ui_check  # noqa: F401  (fixtures used below)
+from test_emotion_classifiers import write_face_classifier, write_voice_classifier
+from test_emotion_mixing import random_library
+from tiny_models import write_models_folder
+
+from dicetalk_core.emotion import OFFICIAL_PRESETS
+
+EMOTION_NODES = (
+    "DICEEmotionPreset",
+    "DICEEmotionTimeline",
+    "DICEEmotionMix",
+    "DICESaveEmotion",
+    "DICEEmotionBank",
+    "DICEEmotionEmbedder",
+)
+RUN_TIMEOUT = 600.0
+EXAMPLE = "emotion_timeline"
+EXAMPLE_TEXT = "neutral, then happy at 1s, then very happy and a bit surprised at 2s"
+
+
+@pytest.fixture(scope="module")
+def emotion_models(comfy_dest: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("emotion_models")
+    dice = write_models_folder(root / "dice_talk")
+    random_library(dice / "emotions", OFFICIAL_PRESETS)
+    write_face_classifier(dice / "expression" / "tiny_vit")
+    write_voice_classifier(dice / "speech_emotion" / "tiny_w2v")
+    (dice / "speech_emotion" / "broken").mkdir()
+    (dice / "speech_emotion" / "broken" / "config.json").write_text("{}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(comfy_dest: Path, emotion_models: Path, input_dir: Path, tmp_path_factory) -> Iterator:
+    from comfy_server import ComfyServer
+
+    with ComfyServer(
+        comfy_dest,
+        packs=[REPO],
+        models_dir=emotion_models,
+        output_dir=tmp_path_factory.mktemp("emotion_output"),
+        input_dir=input_dir,
+        only_pack=True,
+        quiet=True,
+    ) as srv:
+        yield srv
+
+
+def run(server, prompt: dict):
+    return server.run_prompt(prompt, timeout=RUN_TIMEOUT, on_event=lambda *_: None)
+
+
+def run_ok(server, prompt: dict):
+    result = run(server, prompt)
+    assert result.status == "success", f"{result.status}: {result.error}"
+    return result
+
+
+def preview_text(result, node_id: str) -> str:
+    return result.outputs[node_id]["text"][0]
+
+
+def with_timeline(keyframes: str, audio_features: bool = True) -> dict:
+    """The basic example workflow with its preset replaced by a timeline and a preview of the summary."""
+    prompt = copy.deepcopy(tiny(api_workflow("basic")))
+    (preset,) = nodes_of(prompt, "DICEEmotionPreset")
+    prompt[preset] = {"class_type": "DICEEmotionTimeline", "inputs": {"keyframes": keyframes}}
+    (bank,) = nodes_of(prompt, "DICEEmotionBank")
+    if audio_features:
+        (encoder,) = nodes_of(prompt, "DICEAudioEncoder")
+        prompt[bank]["inputs"]["audio_features"] = [encoder, 0]
+    prompt["900"] = {"class_type": "PreviewAny", "inputs": {"source": [preset, 1]}}
+    return prompt
+
+
+def example_api() -> dict:
+    """What the frontend must make of ``example_workflows/emotion_timeline.json``: the basic example with a
+    timeline instead of a preset, the audio features into the bank, a preview of the summary."""
+    prompt = api_workflow("basic")
+    (preset,) = nodes_of(prompt, "DICEEmotionPreset")
+    prompt[preset] = {"class_type": "DICEEmotionTimeline", "inputs": {"keyframes": EXAMPLE_TEXT}}
+    (bank,) = nodes_of(prompt, "DICEEmotionBank")
+    (encoder,) = nodes_of(prompt, "DICEAudioEncoder")
+    prompt[bank]["inputs"]["audio_features"] = [encoder, 0]
+    (save,) = nodes_of(prompt, "SaveVideo")
+    prompt[save]["inputs"]["filename_prefix"] = "dicetalk/emotion_timeline"
+    prompt[str(max(int(k) for k in prompt) + 1)] = {
+        "class_type": "PreviewAny",
+        "inputs": {"source": [preset, 1], "preview": ""},
+    }
+    return prompt
+
+
+def test_emotion_nodes_register_with_a_tooltip_on_every_input(server):
+    info = server.assert_nodes(EMOTION_NODES)
+    for name in EMOTION_NODES:
+        node = info[name]
+        assert node["category"] == "DICE-Talk" and node["display_name"].startswith("DICE-Talk")
+        for group in ("required", "optional"):
+            for key, spec in node["input"].get(group, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{name}.{key} has no tooltip"
+    presets = info["DICEEmotionPreset"]["input"]["required"]["preset"][0]
+    assert set(OFFICIAL_PRESETS) <= set(presets)
+    embedder = info["DICEEmotionEmbedder"]["input"]["required"]
+    assert embedder["face_model"][0] == ["auto", "expression/tiny_vit"]
+    assert embedder["voice_model"][0] == ["auto", "speech_emotion/broken", "speech_emotion/tiny_w2v"]
+
+
+def test_timeline_text_drives_a_whole_video(server):
+    result = run_ok(server, with_timeline("slightly sad, then very happy at 1s"))
+    assert any(f.endswith(".mp4") for f in result.output_files)
+    assert preview_text(result, "900") == "slightly sad, then very happy at 1s [changes over time]"
+
+
+def test_bad_text_is_refused_when_queued_with_the_known_words(server):
+    from comfy_server import ComfyError
+
+    with pytest.raises(ComfyError) as info:
+        run(server, with_timeline("slightly hangry, then happy"))
+    message = str(info.value)
+    assert "Could not understand 'hangry'" in message
+    assert "slightly (x0.5)" in message and "then" in message
+
+
+def test_a_timeline_without_audio_features_says_what_to_connect(server):
+    result = run(server, with_timeline("sad then happy", audio_features=False))
+    assert result.status == "error"
+    assert "connect the audio features" in result.error["exception_message"]
+
+
+def test_save_an_emotion_and_use_it_as_a_preset(server, emotion_models):
+    saved = {
+        "1": {
+            "class_type": "DICEEmotionTimeline",
+            "inputs": {"keyframes": '[{"emotion": "sad"}, {"at": "1s", "emotion": "happy", "ease": "linear"}]'},
+        },
+        "2": {
+            "class_type": "DICESaveEmotion",
+            "inputs": {"emotion": ["1", 0], "name": "sad_to_happy", "overwrite": True},
+        },
+    }
+    result = run_ok(server, saved)
+    path = emotion_models / "dice_talk" / "emotions" / "sad_to_happy.safetensors"
+    assert result.outputs["2"]["text"] == [str(path)]
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    assert meta["kind"] == "timeline" and json.loads(meta["provenance"])["source"] == "json"
+
+    prompt = copy.deepcopy(tiny(api_workflow("basic")))
+    (preset,) = nodes_of(prompt, "DICEEmotionPreset")
+    prompt[preset]["inputs"] = {"preset": "sad_to_happy", "intensity": 1.2}
+    (bank,) = nodes_of(prompt, "DICEEmotionBank")
+    (encoder,) = nodes_of(prompt, "DICEAudioEncoder")
+    prompt[bank]["inputs"]["audio_features"] = [encoder, 0]
+    run_ok(server, prompt)
+
+    clash = copy.deepcopy(saved)
+    clash["2"]["inputs"] |= {"name": "happy"}
+    result = run(server, clash)
+    assert result.status == "error" and "word of the emotion text" in result.error["exception_message"]
+
+
+def test_emotion_from_a_clip_face_and_voice(server, emotion_models):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "dicetalk_portrait.png"}},
+        "2": {"class_type": "LoadAudio", "inputs": {"audio": "dicetalk_speech.wav"}},
+        "3": {
+            "class_type": "DICEEmotionEmbedder",
+            "inputs": {
+                "face_model": "auto",
+                "voice_model": "auto",
+                "face_weight": 0.3,
+                "segment_seconds": 1.0,
+                "max_frames": 4,
+                "frames": ["1", 0],
+                "audio": ["2", 0],
+            },
+        },
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 1]}},
+        "5": {"class_type": "DICESaveEmotion", "inputs": {"emotion": ["3", 0], "name": "from_clip", "overwrite": True}},
+    }
+    result = run_ok(server, prompt)
+    report = preview_text(result, "4")
+    assert report.startswith("face (tiny_vit): 1 frames")
+    assert "voice (tiny_w2v), 2 segments" in report and "unknown labels (ignored): 'boredom'" in report
+    with safe_open(str(emotion_models / "dice_talk" / "emotions" / "from_clip.safetensors"), framework="pt") as f:
+        provenance = json.loads(f.metadata()["provenance"])
+    assert provenance["source"] == "mix"
+    assert [p["of"]["source"] for p in provenance["parts"]] == ["face", "voice"]
+    assert [round(p["weight"], 2) for p in provenance["parts"]] == [0.3, 0.7]
+
+    broken = copy.deepcopy(prompt)
+    broken["3"]["inputs"]["voice_model"] = "speech_emotion/broken"
+    result = run(server, broken)
+    assert result.status == "error"
+    assert "missing preprocessor_config.json, model.safetensors" in result.error["exception_message"]
+
+
+def test_example_workflow_loads_as_its_api_twin_and_runs(browser, server, shots, tmp_path):  # noqa: F811
+    converted = tmp_path / "frontend_api.json"
+    report = ui_check(
+        browser,
+        server,
+        shots / f"{EXAMPLE}_loaded.png",
+        "--template",
+        f"{REPO.name}/{EXAMPLE}",
+        "--save-api",
+        str(converted),
+    )
+    assert EXAMPLE in report["templates"][REPO.name] and report["missing_node_types"] == []
+    prompt = json.loads(converted.read_text())
+    for node in prompt.values():
+        node.pop("_meta", None)
+    assert prompt == example_api()
+
+    workflow = ui_with_settings(json.loads((EXAMPLES / f"{EXAMPLE}.json").read_text()), **TINY_SETTINGS)
+    path = tmp_path / f"{EXAMPLE}.json"
+    path.write_text(json.dumps(workflow))
+    report = ui_check(browser, server, shots / f"{EXAMPLE}_run.png", "--workflow", str(path), "--queue")
+    assert report["status"] == "execution_success"
+    texts = [item for output in report["outputs"].values() for item in output.get("text", [])]
+    assert f"{EXAMPLE_TEXT} [changes over time]" in texts
