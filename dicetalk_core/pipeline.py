@@ -13,12 +13,15 @@ from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
 from transformers import CLIPVisionModelWithProjection
 
 from .errors import CancelledError, InputError
+from .fast_mode import FastMode
+from .memory import decode_clips_per_call
 from .models import AudioProjection, EmotionModel, PoseGuider
 from .precision import Precision
 from .sampler import ClipConditioning, SamplerSettings, WindowResult, sample
 from .unet_adapters import DiceUNet
 
 REFERENCE_LATENT_SCALE = 0.18215  # the official code scales by this literal, not by the VAE config
+POSE_GUIDER_BATCH = 8  # identical frames the pose guider runs on (see pose_features)
 
 
 @dataclass
@@ -44,12 +47,21 @@ class DiceTalkModels:
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Settings of one video; defaults are the official inference config."""
+    """Settings of one video; defaults are the official inference config.
+
+    Attributes:
+        decode_chunk_size: frames per temporal-decoder clip (official 10; other values change the video).
+        decode_clips_per_call: clips decoded per VAE call: an int, or ``"auto"`` (from free memory).
+            Any value gives the same frames: the clip boundaries stay at multiples of ``decode_chunk_size``.
+        fast: opt-in speed-ups that change the result; all off by default (see ``fast_mode``).
+    """
 
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     adapter_scales: tuple[float, float] = (1.0, 1.0)
     noise_aug_strength: float = 0.0
     decode_chunk_size: int = 10
+    decode_clips_per_call: int | str = "auto"
+    fast: FastMode = field(default_factory=FastMode)
 
 
 @dataclass(frozen=True)
@@ -180,34 +192,49 @@ def decode_latents(
     num_frames: int,
     chunk_size: int,
     should_stop: Callable[[], bool] | None = None,
+    clips_per_call: int | str = 1,
 ) -> torch.Tensor:
-    """Decode ``(1, L, 4, h, w)`` latents in chunks of ``chunk_size`` frames over all ``L`` frames.
+    """Decode ``(1, L, 4, h, w)`` latents in temporal-decoder clips of ``chunk_size`` frames.
 
-    Each chunk is one temporal-decoder clip (chunk boundaries fall at multiples of ``chunk_size``
-    from frame 0, as in the official code); only the first ``num_frames`` are kept, on the CPU.
+    Each clip is decoded as its own clip (boundaries at multiples of ``chunk_size`` from frame 0, as
+    in the official code); clips past the first ``num_frames`` frames (the padding) are skipped. Several
+    whole clips may share one VAE call (``clips_per_call``, or ``"auto"``: as many as free memory
+    allows): the clips stay independent, so the frames are the same. Each call's frames move to the
+    CPU at once.
 
     Returns:
         ``(num_frames, 3, H, W)`` float32 in [0, 1].
     """
     flat = latents.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor
+    end = min(flat.shape[0], -(-num_frames // chunk_size) * chunk_size)
+    if clips_per_call == "auto":
+        clips_per_call = decode_clips_per_call(vae, flat.shape[-2:], chunk_size, flat.device)
+    step = chunk_size * max(1, int(clips_per_call))
     frames = []
-    for begin in range(0, min(flat.shape[0], -(-num_frames // chunk_size) * chunk_size), chunk_size):
+    for begin in range(0, end, step):
         if should_stop is not None and should_stop():
             raise CancelledError("Generation cancelled.")
-        chunk = flat[begin : begin + chunk_size]
-        decoded = vae.decode(chunk, num_frames=chunk.shape[0]).sample
-        frames.append((decoded.float() * 0.5 + 0.5).clamp(0, 1).cpu())
+        stop = min(begin + step, end)
+        whole = begin + (stop - begin) // chunk_size * chunk_size  # whole clips go in one call
+        for lo, hi, clip in ((begin, whole, chunk_size), (whole, stop, stop - whole)):
+            if hi > lo:
+                decoded = vae.decode(flat[lo:hi], num_frames=clip).sample
+                frames.append((decoded.float() * 0.5 + 0.5).clamp(0, 1).cpu())
     return torch.cat(frames)[:num_frames]
 
 
 @torch.no_grad()
 def pose_features(pose_guider: PoseGuider, mask: torch.Tensor, frames: int) -> torch.Tensor:
-    """Pose-guider features ``(1, C0, h, w)`` of the face mask ``(3, H, W)``.
+    """Pose-guider features ``(1, C0, h, w)`` of the face mask ``(3, H, W)``, the same for every frame.
 
-    The official code runs the guider over all ``frames`` identical copies at once; the convolution
-    rounds differently for other batch sizes, and the golden cases see that difference, so this
-    does the same and keeps one copy.
+    The official code runs the guider over all ``frames`` (N + 25) identical copies at once: memory
+    grows with the clip (2-4 x 8.4 MB per frame at 512x512). Every copy gives the same features, so
+    this runs ``min(frames, POSE_GUIDER_BATCH)`` copies and keeps one. Not one copy: on the CPU a
+    convolution over a batch of 1 takes another kernel that rounds differently (1e-7, which the
+    golden cases' sigma_max = 700 and guidance 6 amplify past their tolerance); batches of 2 and
+    more round like the official batch.
     """
+    frames = min(frames, POSE_GUIDER_BATCH)
     video = mask[None, :, None].expand(1, -1, frames, -1, -1).contiguous()
     return pose_guider.forward_video(video)[:, :, 0]
 
@@ -247,9 +274,9 @@ def build_conditioning(
         image_latents=image_latents,
         image_embeds=clip_image_embeds(models.image_encoder, reference.clip_image).to(dtype),
         audio=pad_frames(audio_cond, audio_uncond, window).to(dtype),
-        audio_uncond=audio_uncond[None].expand(total, -1, -1).to(dtype),
+        audio_uncond=audio_uncond.to(dtype)[None].expand(total, -1, -1),  # one copy, viewed per frame
         emotion=pad_frames(emo_cond, emo_uncond, window).to(dtype),
-        emotion_uncond=emo_uncond[None].expand(total, -1, -1).to(dtype),
+        emotion_uncond=emo_uncond.to(dtype)[None].expand(total, -1, -1),
         pose_features=pose.to(dtype),
         face_mask=mask[None, :1],
     )
@@ -301,10 +328,16 @@ def generate(
         ref_latents,
         noise.latents.to(device=precision.device, dtype=precision.diffusion),
         settings.sampler,
+        fast=settings.fast,
         on_window=on_window,
         should_stop=should_stop,
     )
     frames = decode_latents(
-        models.vae, latents, audio_windows.shape[0], settings.decode_chunk_size, should_stop=should_stop
+        models.vae,
+        latents,
+        audio_windows.shape[0],
+        settings.decode_chunk_size,
+        should_stop=should_stop,
+        clips_per_call=settings.decode_clips_per_call,
     )
     return frames, latents

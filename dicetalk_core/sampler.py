@@ -6,6 +6,10 @@ emotion) is denoised at once: every step slides windows of ``window`` frames ove
 indices wrapping around), runs one UNet call per window on the batch ``[uncond, reference-only,
 full]``, guides ``u + g1 (r - u) + g2 (c - r)``, takes one Euler step per window from the same sigma
 pair, and averages the windows per frame.
+
+Per run, the window-invariant inputs are built once; per window only the frame-indexed tokens are
+gathered. ``fast`` (:class:`~dicetalk_core.fast_mode.FastMode`, off by default) may replace the
+three-way batch by the full branch alone on some steps, or run the UNet under autocast.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from diffusers import EulerDiscreteScheduler
 
 from .errors import CancelledError, InputError
+from .fast_mode import FULL, REUSE, FastMode, compiled_unet
 from .unet_adapters import DiceUNet
 
 
@@ -131,20 +136,47 @@ def initial_latents(
     return scheduler.add_noise(ref_latents[:, None], noise, first_timestep.reshape(1))
 
 
-def _branches(cond: ClipConditioning, frames: list[int]) -> dict[str, torch.Tensor]:
-    """Gather one window's inputs for the batch ``[uncond, reference-only, full]``, batch-major."""
-    index = torch.tensor(frames, device=cond.audio.device)
-    width = len(frames)
-    embeds = cond.image_embeds.expand(width, -1, -1)
-    audio_u, emotion_u = cond.audio_uncond[index], cond.emotion_uncond[index]
-    image = cond.image_latents[:, None].expand(1, width, -1, -1, -1)
-    return {
-        "image_embeds": torch.cat([torch.zeros_like(embeds), embeds, embeds]),
-        "audio": torch.cat([audio_u, audio_u, cond.audio[index]]),
-        "emotion": torch.cat([emotion_u, emotion_u, cond.emotion[index]]),
-        "image_latents": torch.cat([torch.zeros_like(image), image, image]),
-        "pose": cond.pose_features[:, None].expand(3, width, -1, -1, -1),
-    }
+class _WindowInputs:
+    """One clip's conditioning arranged per window for the UNet (built once per run, gathered per window).
+
+    The window-invariant parts (image latents, CLIP embeddings, pose features, time ids) are built once;
+    per window only the frame-indexed audio and emotion tokens are gathered.
+    """
+
+    def __init__(self, cond: ClipConditioning, settings: SamplerSettings, dtype: torch.dtype, device: torch.device):
+        self.cond = cond
+        width = settings.window
+        embeds = cond.image_embeds.expand(width, -1, -1)
+        image = cond.image_latents[:, None].expand(1, width, -1, -1, -1)
+        self.three = {
+            "image_embeds": torch.cat([torch.zeros_like(embeds), embeds, embeds]),
+            "image_latents": torch.cat([torch.zeros_like(image), image, image]),
+            "time_ids": added_time_ids(settings, dtype, device),
+        }
+        self.one = {
+            "image_embeds": embeds.contiguous(),
+            "image_latents": image.contiguous(),
+            "time_ids": self.three["time_ids"][:1],
+        }
+        self.pose = cond.pose_features  # (1, C0, h, w): broadcast to every frame inside the UNet
+
+    def unet_kwargs(self, index: torch.Tensor, three_way: bool) -> dict:
+        """UNet inputs of the frames ``index`` for the batch ``[uncond, reference, full]`` or ``[full]``."""
+        cond = self.cond
+        if three_way:
+            audio_u, emotion_u = cond.audio_uncond[index], cond.emotion_uncond[index]
+            audio = torch.cat([audio_u, audio_u, cond.audio[index]])
+            emotion = torch.cat([emotion_u, emotion_u, cond.emotion[index]])
+            fixed = self.three
+        else:
+            audio, emotion, fixed = cond.audio[index], cond.emotion[index], self.one
+        return {
+            "image_embeds": fixed["image_embeds"],
+            "adapter_tokens": [audio, emotion],
+            "added_time_ids": fixed["time_ids"],
+            "pose_features": self.pose,
+            "image_latents": fixed["image_latents"],
+        }
 
 
 def sample(
@@ -155,6 +187,7 @@ def sample(
     noise: torch.Tensor,
     settings: SamplerSettings,
     *,
+    fast: FastMode | None = None,
     on_window: Callable[[WindowResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
@@ -167,6 +200,8 @@ def sample(
         ref_latents: ``(1, 4, h, w)`` VAE latent mean of the reference x 0.18215.
         noise: ``(1, L, 4, h, w)`` initial noise.
         settings: see :class:`SamplerSettings`.
+        fast: opt-in speed-ups that change the result (:class:`~dicetalk_core.fast_mode.FastMode`);
+            None or all-off is the exact path.
         on_window: called after every window (progress, previews, parity checks).
         should_stop: polled before every window; True raises :class:`CancelledError`.
 
@@ -174,6 +209,8 @@ def sample(
         ``(1, L, 4, h, w)`` final latents (scaled by the VAE scaling factor 0.18215).
     """
     settings.validate()
+    fast = fast or FastMode()
+    fast.validate()
     total = cond.num_latent_frames
     if noise.shape[1] != total:
         raise InputError(f"noise has {noise.shape[1]} frames but the conditioning has {total}.")
@@ -181,36 +218,46 @@ def sample(
     timesteps = start_timesteps(scheduler, settings, device)
     g1 = guidance_schedule(settings.ref_guidance, len(timesteps), dtype).tolist()
     g2 = guidance_schedule(settings.audio_guidance, len(timesteps), dtype).tolist()
-    time_ids = added_time_ids(settings, dtype, device)
+    kinds = fast.step_kinds(len(timesteps))
+    model = compiled_unet(unet) if fast.compile else unet
     masks = None if cond.face_mask is None else [cond.face_mask, cond.face_mask]
+    inputs = _WindowInputs(cond, settings, dtype, device)
     latents = initial_latents(scheduler, ref_latents, noise, timesteps[:1])
+    cached_terms = None
+    if REUSE in kinds:  # per frame: r - u and c - r of the frame's last three-way step
+        cached_terms = torch.zeros((2, *latents.shape), dtype=dtype, device=device)
 
     shift = 0
     for step, t in enumerate(timesteps):
         summed = torch.zeros_like(latents, dtype=dtype)
         counter = torch.zeros((1, total, 1, 1, 1), dtype=dtype, device=device)
+        three_way = kinds[step] == FULL
         for start in settings.windows(total, shift):
             if should_stop is not None and should_stop():
                 raise CancelledError("Generation cancelled.")
             frames = [(start + j) % total for j in range(settings.window)]
-            inputs = _branches(cond, frames)
-            window_latents = latents[:, frames]
-            scheduler._step_index = None  # every window steps between the same sigma pair
-            model_input = scheduler.scale_model_input(torch.cat([window_latents] * 3), t)
-            model_input = torch.cat([model_input, inputs["image_latents"]], dim=2)
-            prediction = unet(
-                model_input,
-                t,
-                image_embeds=inputs["image_embeds"],
-                adapter_tokens=[inputs["audio"], inputs["emotion"]],
-                added_time_ids=time_ids,
-                pose_features=inputs["pose"],
-                masks=masks,
-            ).sample
-            uncond, reference, full = prediction.chunk(3)
-            guided = uncond + g1[step] * (reference - uncond) + g2[step] * (full - reference)
-            window_latents = scheduler.step(guided, t.to(dtype), window_latents).prev_sample
             index = torch.tensor(frames, device=device)
+            kwargs = inputs.unet_kwargs(index, three_way)
+            window_latents = latents[:, index]
+            scheduler._step_index = None  # every window steps between the same sigma pair
+            branches = 3 if three_way else 1
+            model_input = scheduler.scale_model_input(torch.cat([window_latents] * branches), t)
+            model_input = torch.cat([model_input, kwargs.pop("image_latents")], dim=2)
+            with fast.autocast_context(device):
+                prediction = model(model_input, t, masks=masks, **kwargs).sample
+            prediction = prediction.to(dtype)
+            if three_way:
+                uncond, reference, full = prediction.chunk(3)
+                guided = uncond + g1[step] * (reference - uncond) + g2[step] * (full - reference)
+                if cached_terms is not None:
+                    cached_terms[0, :, index] = reference - uncond
+                    cached_terms[1, :, index] = full - reference
+            elif kinds[step] == REUSE:
+                terms = cached_terms[:, :, index]
+                guided = prediction + (g1[step] - 1) * terms[0] + (g2[step] - 1) * terms[1]
+            else:
+                guided = prediction
+            window_latents = scheduler.step(guided, t.to(dtype), window_latents).prev_sample
             summed.index_add_(1, index, window_latents)
             counter.index_add_(1, index, torch.ones_like(counter[:, : len(frames)]))
             if on_window is not None:
