@@ -44,22 +44,10 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection  # noqa
 
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider  # noqa: E402
 from dicetalk_core.pipeline import DiceTalkModels  # noqa: E402
+from dicetalk_core.svd_components import SVD_XT_SCHEDULER_CONFIG  # noqa: E402
 from dicetalk_core.unet_adapters import DiceUNet, install_dice_adapters  # noqa: E402
 
-SCHEDULER_CONFIG = dict(
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    interpolation_type="linear",
-    num_train_timesteps=1000,
-    prediction_type="v_prediction",
-    sigma_max=700.0,
-    sigma_min=0.002,
-    steps_offset=1,
-    timestep_spacing="leading",
-    timestep_type="continuous",
-    use_karras_sigmas=True,
-)
+SCHEDULER_CONFIG = SVD_XT_SCHEDULER_CONFIG
 
 
 @dataclass(frozen=True)

@@ -11,21 +11,9 @@ from dicetalk_core.errors import InputError
 from dicetalk_core.fast_mode import FULL, REUSE, UNGUIDED, FastMode
 from dicetalk_core.pipeline import GenerationSettings
 from dicetalk_core.sampler import ClipConditioning, SamplerSettings, sample
+from dicetalk_core.svd_components import SVD_XT_SCHEDULER_CONFIG
 
-SCHEDULER = dict(
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    interpolation_type="linear",
-    num_train_timesteps=1000,
-    prediction_type="v_prediction",
-    sigma_max=700.0,
-    sigma_min=0.002,
-    steps_offset=1,
-    timestep_spacing="leading",
-    timestep_type="continuous",
-    use_karras_sigmas=True,
-)
+SCHEDULER = SVD_XT_SCHEDULER_CONFIG
 BRANCH_VALUES = (1.0, 2.0, 4.0)  # what the stub predicts for [uncond, reference, full]
 
 

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
+from dicetalk_core.svd_components import SVD_XT_SCHEDULER_CONFIG
 from dicetalk_core.unet_adapters import install_dice_adapters
 
 WIDTH = 32
@@ -55,20 +56,7 @@ VAE_CONFIG = dict(
     scaling_factor=0.18215,
     force_upcast=True,
 )
-SCHEDULER_CONFIG = dict(
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    interpolation_type="linear",
-    num_train_timesteps=1000,
-    prediction_type="v_prediction",
-    sigma_max=700.0,
-    sigma_min=0.002,
-    steps_offset=1,
-    timestep_spacing="leading",
-    timestep_type="continuous",
-    use_karras_sigmas=True,
-)
+SCHEDULER_CONFIG = SVD_XT_SCHEDULER_CONFIG
 
 
 def write_svd_folder(folder: Path) -> None:
