@@ -51,6 +51,8 @@ WINDOW = 10
 """Encoder positions per video-frame window."""
 DEFAULT_STEP = 2
 """Audio frames per generated video frame (12.5 fps)."""
+GENERATION_FPS = FRAME_RATE / DEFAULT_STEP
+"""Generated video frames per second of speech at the official step (12.5)."""
 DEFAULT_MAX_FRAMES = 10_000
 """Official ``frame_num``: at most 10000 audio frames (400 s) are used."""
 SILENCE_PEAK = 1e-4
@@ -245,8 +247,7 @@ def audio_frame_count(n_samples_16k: int, max_frames: int | None = DEFAULT_MAX_F
     audio_len = n_samples_16k // SAMPLES_PER_FRAME
     if max_frames is not None and audio_len > max_frames:
         logger.warning(
-            "Audio is longer than max_frames=%d frames (%.1f s); the rest is ignored. "
-            "Raise max_frames to use more.",
+            "Audio is longer than max_frames=%d frames (%.1f s); the rest is ignored. Raise max_frames to use more.",
             max_frames,
             max_frames / FRAME_RATE,
         )

@@ -122,7 +122,7 @@ class DiceTalkSession:
             on_window=on_window,
             should_stop=should_stop,
         )
-        fps = sampler.fps
+        fps = audio_frontend.GENERATION_FPS  # the frame rate of the frames, not the fps micro-condition
         if self.rife is not None and frames.shape[0] > 1:
             frames = interpolate_frames(
                 frames,

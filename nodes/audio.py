@@ -7,11 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from ..dicetalk_core import audio as audio_frontend
+from ..dicetalk_core.audio import GENERATION_FPS
 from ..dicetalk_core.errors import InputError
 from .common import progress_bar, stop_requested
 from .model_management import DiceTalkBundle
-
-GENERATION_FPS = 12.5
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import comfy.model_patcher
 import comfy.utils
 import torch
 
+from ..dicetalk_core.audio import GENERATION_FPS
 from ..dicetalk_core.errors import InputError
 from ..dicetalk_core.face import prepare_portrait
 from ..dicetalk_core.image_io import as_rgb_u8
@@ -14,7 +15,7 @@ from ..dicetalk_core.interpolation import IFNet, interpolate_frames, load_rife, 
 from ..dicetalk_core.model_files import RIFE_FILE
 from ..dicetalk_core.pipeline import EmotionConditioning, GenerationSettings, ReferenceInputs, generate
 from ..dicetalk_core.sampler import SamplerSettings
-from .audio import GENERATION_FPS, AudioFeatures
+from .audio import AudioFeatures
 from .common import progress_bar, stop_requested
 from .face import FaceCropInfo
 from .model_management import CONDITIONING_PARTS, DIFFUSION_PARTS, DiceTalkBundle, patcher_for

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..audio import GENERATION_FPS
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
-GENERATION_FPS = 12.5
 EASINGS = ("hold", "linear", "smooth")
 TIME_UNITS = {"s": "seconds", "f": "generated frames (12.5 per second)", "%": "percent of the clip"}
 
