@@ -22,6 +22,7 @@ from .errors import CheckpointError
 from .models import AudioProjection, EmotionModel, PoseGuider
 from .models.emotion_model import OFFICIAL_NUM_HEADS
 from .pipeline import DiceTalkModels
+from .precision import Precision
 from .svd_components import SVD_XT, folder_configs, load_svd_components
 from .unet_adapters import DiceUNet, install_dice_adapters
 
@@ -127,7 +128,7 @@ def load_dice_talk_models(
         folder: the DICE-Talk folder (``unet.pth``, ``audio_linear.pth``, ``emo_model.pth``, ``pose_guider.pth``).
         svd_path: the SVD-xt diffusers folder (its config files are used) or ``svd_xt.safetensors``.
         device: where every module is put.
-        dtype: dtype of the UNet, VAE, CLIP image encoder and pose guider (audio/emotion modules stay fp32).
+        dtype: dtype of the UNet, VAE, CLIP image encoder and pose guider (audio/emotion modules run in fp32).
     """
     svd_path = Path(svd_path)
     configs = folder_configs(svd_path) if svd_path.is_dir() else SVD_XT
@@ -141,8 +142,4 @@ def load_dice_talk_models(
         emotion_model=load_emotion_model(find_weight_file(folder, EMOTION_MODEL_FILE)),
         scheduler=svd.scheduler,
     )
-    for module in (models.unet, models.vae, models.image_encoder, models.pose_guider):
-        module.to(device=device, dtype=dtype).eval()
-    for module in (models.audio_projection, models.emotion_model):
-        module.to(device=device).eval()
-    return models
+    return models.to_precision(Precision(device=torch.device(device), diffusion=dtype))

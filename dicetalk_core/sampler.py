@@ -67,6 +67,10 @@ class SamplerSettings:
         """Window start frames (after the shift; may be negative: indices wrap modulo ``total``)."""
         return [start - shift for start in range(0, total, self.window - self.overlap)]
 
+    def window_count(self, n_frames: int) -> int:
+        """Windows run over all steps for a clip of ``n_frames`` generated frames (plus the padding window)."""
+        return len(self.windows(n_frames + self.window, 0)) * self.steps
+
 
 @dataclass(frozen=True)
 class ClipConditioning:

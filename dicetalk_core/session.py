@@ -60,9 +60,7 @@ class DiceTalkSession:
         models_dir = Path(models_dir)
         precision = precision or Precision.resolve("auto")
         svd_path = Path(svd) if svd is not None else default_svd_path(models_dir)
-        models = load_dice_talk_models(
-            models_dir, svd_path, device=precision.device, dtype=precision.diffusion
-        ).to_precision(precision)
+        models = load_dice_talk_models(models_dir, svd_path, device=precision.device, dtype=precision.diffusion)
         whisper = audio_frontend.load_whisper(
             models_dir / WHISPER_FOLDER, device=precision.device, dtype=precision.conditioning
         )
@@ -102,8 +100,7 @@ class DiceTalkSession:
             emotion = load_emotion(emotion)
         tokens = emotion_conditioning(self.models.emotion_model, emotion, windows.windows.shape[0], retrieval=retrieval)
         reference = ReferenceInputs(portrait.ref_image, portrait.clip_image, portrait.face_mask)
-        sampler = settings.sampler
-        total = len(sampler.windows(windows.windows.shape[0] + sampler.window, 0)) * sampler.steps
+        total = settings.sampler.window_count(windows.windows.shape[0])
         done = [0]
 
         def on_window(_: WindowResult) -> None:

@@ -179,8 +179,7 @@ class DICESampler:
                 motion_bucket_id_exp=motion_bucket_id_exp,
             )
         )
-        sampler = settings.sampler
-        total = len(sampler.windows(audio_features.num_frames + sampler.window, 0)) * steps
+        total = settings.sampler.window_count(audio_features.num_frames)
         bar = comfy.utils.ProgressBar(total)
         precision = model.load(*DIFFUSION_PARTS, *CONDITIONING_PARTS)
         frames, _ = generate(

@@ -15,6 +15,7 @@ from diffusers.image_processor import IPAdapterMaskProcessor
 
 from dicetalk_core.models import PoseGuider
 from dicetalk_core.pipeline import POSE_GUIDER_BATCH, decode_latents, pose_features
+from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.unet_adapters import DiceConditioning, install_dice_adapters
 
 CROSS = 16
@@ -151,3 +152,9 @@ def test_decode_keeps_the_official_clip_boundaries():
     b = decode_latents(vae, changed, num_frames=9, chunk_size=4, clips_per_call=3)
     assert torch.equal(a[:4], b[:4])
     assert not torch.equal(a[4:8], b[4:8])
+
+
+def test_window_count_matches_the_windows_the_sampler_runs():
+    settings = SamplerSettings(steps=3, window=4, overlap=1)
+    assert settings.window_count(7) == 3 * len(settings.windows(7 + 4, 0)) == 12
+    assert SamplerSettings().window_count(500) == 25 * 21  # official: ceil(525 / 25) windows per step
