@@ -43,10 +43,7 @@ def read_state_dict(path: str | Path, *, prefix: str = "", keep: Callable[[str],
         try:
             state = _read_safetensors(path, keep)
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{path} is not a readable safetensors file ({err}). It may be truncated by an "
-                "interrupted download: download it again."
-            ) from err
+            raise _unreadable(path, "is not a readable safetensors file", err) from err
     elif path.suffix in PICKLE_SUFFIXES:
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -56,10 +53,7 @@ def read_state_dict(path: str | Path, *, prefix: str = "", keep: Callable[[str],
                 f"loading refuses to run code from files). Use the official release file. ({err})"
             ) from err
         except (RuntimeError, EOFError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{path} could not be read as a PyTorch weight file ({err}). It may be truncated by an "
-                "interrupted download: download it again."
-            ) from err
+            raise _unreadable(path, "could not be read as a PyTorch weight file", err) from err
     else:
         raise CheckpointError(
             f"{path} has an unsupported extension; expected .safetensors or one of {', '.join(PICKLE_SUFFIXES)}."
@@ -72,6 +66,12 @@ def read_state_dict(path: str | Path, *, prefix: str = "", keep: Callable[[str],
         if not state:
             raise CheckpointError(f"{path} has no tensors under the prefix '{prefix}'.")
     return state
+
+
+def _unreadable(path: Path, problem: str, err: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path} {problem} ({err}). It may be truncated by an interrupted download: download it again."
+    )
 
 
 def _read_safetensors(path: Path, keep: Callable[[str], bool] | None) -> StateDict:
@@ -89,10 +89,7 @@ def state_dict_keys(path: str | Path) -> list[str]:
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 return list(handle.keys())
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(
-                f"{path} is not a readable safetensors file ({err}). It may be truncated by an "
-                "interrupted download: download it again."
-            ) from err
+            raise _unreadable(path, "is not a readable safetensors file", err) from err
     return list(read_state_dict(path))
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from pickle_payload import MarkerPayload
 from safetensors.torch import save_file
 
 from dicetalk_core.checkpoints import read_state_dict
@@ -162,19 +162,9 @@ def test_mis_shaped_checkpoint_names_the_first_mismatches(tmp_path):
         load_emotion_model(tmp_path / "emo_model.pth", num_heads=2)
 
 
-class _Payload:
-    """Unpickling this object would create a marker file."""
-
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.makedirs, (self.marker,))
-
-
 def test_pickle_payload_is_never_executed(tmp_path):
     marker = tmp_path / "payload_ran"
-    state = {"proj1.weight": torch.zeros(2, 2), "evil": _Payload(str(marker))}
+    state = {"proj1.weight": torch.zeros(2, 2), "evil": MarkerPayload(str(marker))}
     torch.save(state, tmp_path / "audio_linear.pth")
     with pytest.raises(CheckpointError, match="Python objects other than tensors"):
         load_audio_projection(tmp_path / "audio_linear.pth")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pickle_payload import MarkerPayload
 
 from dicetalk_core.emotion import OFFICIAL_PRESETS, find_preset, load_emotion_prior, save_emotion_prior
 from dicetalk_core.errors import CheckpointError, InputError
@@ -35,18 +35,10 @@ def test_official_presets_load_exactly(name):
     assert np.array_equal(prior.numpy(), trusted.reshape(-1))
 
 
-class _Payload:
-    def __init__(self, marker: str) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.makedirs, (self.marker,))
-
-
 def test_crafted_preset_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload_ran"
     path = tmp_path / "evil.npy"
-    npy_with_pickle(path, {"mu": _Payload(str(marker))})
+    npy_with_pickle(path, {"mu": MarkerPayload(str(marker))})
     with pytest.raises(CheckpointError, match="refused"):
         load_emotion_prior(path)
     assert not marker.exists()
