@@ -103,13 +103,20 @@ class ClipConditioning:
 
 @dataclass(frozen=True)
 class WindowResult:
-    """Reported after every window: its step, start (after shift), frame indices and results."""
+    """Reported after every window: its step, start (after shift), frame indices and results.
+
+    Attributes:
+        guided: ``(1, window, 4, h, w)`` the guided model output of the step.
+        latents: ``(1, window, 4, h, w)`` the window's latents after the step.
+        denoised: ``(1, window, 4, h, w)`` the step's estimate of the clean latents (for previews).
+    """
 
     step: int
     start: int
     frames: list[int]
     guided: torch.Tensor
     latents: torch.Tensor
+    denoised: torch.Tensor
 
 
 def guidance_schedule(bounds: tuple[float, float], steps: int, dtype: torch.dtype) -> torch.Tensor:
@@ -261,11 +268,12 @@ def sample(
                 guided = prediction + (g1[step] - 1) * terms[0] + (g2[step] - 1) * terms[1]
             else:
                 guided = prediction
-            window_latents = scheduler.step(guided, t.to(dtype), window_latents).prev_sample
+            stepped = scheduler.step(guided, t.to(dtype), window_latents)
+            window_latents = stepped.prev_sample
             summed.index_add_(1, index, window_latents)
             counter.index_add_(1, index, torch.ones_like(counter[:, : len(frames)]))
             if on_window is not None:
-                on_window(WindowResult(step, start, frames, guided, window_latents))
+                on_window(WindowResult(step, start, frames, guided, window_latents, stepped.pred_original_sample))
         shift = (shift + settings.shift_offset) % settings.window
         latents = summed / counter
     return latents

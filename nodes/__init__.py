@@ -10,6 +10,7 @@ from .emotion import (
     DICESaveEmotion,
 )
 from .face import DICEFaceCrop, DICEPasteBack
+from .fast_mode import DICEFastMode
 from .loaders import DICEModelLoader
 from .paths import register_folders
 from .sampler import DICEFrameInterpolation, DICESampler
@@ -28,6 +29,7 @@ NODE_CLASS_MAPPINGS = {
     "DICEFaceCrop": DICEFaceCrop,
     "DICEPasteBack": DICEPasteBack,
     "DICESampler": DICESampler,
+    "DICEFastMode": DICEFastMode,
     "DICEFrameInterpolation": DICEFrameInterpolation,
 }
 
@@ -43,5 +45,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "DICEFaceCrop": "DICE-Talk Face Crop",
     "DICEPasteBack": "DICE-Talk Paste Back",
     "DICESampler": "DICE-Talk Sampler",
+    "DICEFastMode": "DICE-Talk Fast Mode",
     "DICEFrameInterpolation": "DICE-Talk Frame Interpolation (RIFE)",
 }

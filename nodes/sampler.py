@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 import comfy.model_patcher
-import comfy.utils
 import torch
 
 from ..dicetalk_core.audio import GENERATION_FPS
 from ..dicetalk_core.errors import InputError
 from ..dicetalk_core.face import prepare_portrait
+from ..dicetalk_core.fast_mode import FastMode
 from ..dicetalk_core.image_io import as_rgb_u8
 from ..dicetalk_core.interpolation import IFNet, interpolate_frames, load_rife, output_fps
 from ..dicetalk_core.model_files import RIFE_FILE
 from ..dicetalk_core.pipeline import EmotionConditioning, GenerationSettings, ReferenceInputs, generate
 from ..dicetalk_core.sampler import SamplerSettings
 from .audio import AudioFeatures
-from .common import progress_bar, stop_requested
+from .common import progress_bar, sampling_progress, stop_requested
 from .face import FaceCropInfo
 from .model_management import CONDITIONING_PARTS, DIFFUSION_PARTS, DiceTalkBundle, patcher_for
 from .paths import find_dice_talk_dir
@@ -144,6 +144,13 @@ class DICESampler:
             "optional": {
                 "face": ("DICE_FACE", {"tooltip": "From DICE-Talk Face Crop: skips face detection."}),
                 "face_mask": ("MASK", {"tooltip": "White = face region: its bounding box is used as the face."}),
+                "fast_mode": (
+                    "DICE_FAST_MODE",
+                    {
+                        "tooltip": "From DICE-Talk Fast Mode: speed-ups that change the video a little. "
+                        "Not connected = the exact, official result.",
+                    },
+                ),
             },
         }
 
@@ -164,6 +171,7 @@ class DICESampler:
         resolution: int,
         face: FaceCropInfo | None = None,
         face_mask=None,
+        fast_mode: FastMode | None = None,
     ):
         rgb = as_rgb_u8(image)
         box = face.face_box if face is not None else (mask_box(face_mask) if face_mask is not None else None)
@@ -177,10 +185,10 @@ class DICESampler:
                 fps=fps_condition,
                 motion_bucket_id=motion_bucket_id,
                 motion_bucket_id_exp=motion_bucket_id_exp,
-            )
+            ),
+            fast=fast_mode or FastMode(),
         )
-        total = settings.sampler.window_count(audio_features.num_frames)
-        bar = comfy.utils.ProgressBar(total)
+        progress = sampling_progress(settings.sampler.window_count(audio_features.num_frames))
         precision = model.load(*DIFFUSION_PARTS, *CONDITIONING_PARTS)
         frames, _ = generate(
             model.models,
@@ -190,7 +198,7 @@ class DICESampler:
             settings,
             precision,
             seed=seed,
-            on_window=lambda _: bar.update(1),
+            on_window=progress,
             should_stop=stop_requested,
         )
         mm.soft_empty_cache()

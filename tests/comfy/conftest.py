@@ -53,6 +53,7 @@ def comfy_server(comfy_dest: Path, models_root: Path, input_dir: Path, tmp_path_
         output_dir=output,
         input_dir=input_dir,
         only_pack=True,
+        server_args=["--preview-method", "latent2rgb"],  # the sampler's live previews run in every test
         quiet=True,
     )
     with server:

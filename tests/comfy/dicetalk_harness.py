@@ -40,6 +40,7 @@ DICE_NODES = (
     "DICEFaceCrop",
     "DICEPasteBack",
     "DICESampler",
+    "DICEFastMode",
     "DICEFrameInterpolation",
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 from dicetalk_harness import (
     DICE_NODES,
@@ -22,6 +23,7 @@ from dicetalk_harness import (
     tiny,
     video_size,
 )
+from PIL import Image
 
 from dicetalk_core.video_io import read_video_info
 
@@ -131,3 +133,39 @@ def test_missing_unet_is_reported_with_the_file_and_its_folder(comfy_server, mod
     assert error["exception_type"].endswith("CheckpointError")
     assert "unet.pth" in error["exception_message"]
     assert str(folder.resolve()) in error["exception_message"]
+
+
+def sampled_frames(server, prompt: dict, prefix: str) -> np.ndarray:
+    """Run ``prompt`` with the sampler's frames saved as lossless PNGs instead of the video; ``(N, H, W, 3)`` uint8."""
+    (sampler,) = nodes_of(prompt, "DICESampler")
+    for node_id in (
+        nodes_of(prompt, "DICEFrameInterpolation") + nodes_of(prompt, "CreateVideo") + nodes_of(prompt, "SaveVideo")
+    ):
+        del prompt[node_id]
+    prompt["frames_out"] = {"class_type": "SaveImage", "inputs": {"images": [sampler, 0], "filename_prefix": prefix}}
+    result = run_ok(server, prompt)
+    files = sorted(f for f in result.output_files if f.endswith(".png"))
+    assert len(files) == GENERATED_FRAMES, result.output_files
+    return np.stack([np.asarray(Image.open(f)) for f in files])
+
+
+def with_fast_mode(prompt: dict, **options) -> dict:
+    """``prompt`` with a DICE-Talk Fast Mode node (all off unless ``options``) wired into the sampler."""
+    (sampler,) = nodes_of(prompt, "DICESampler")
+    defaults = {"guidance_reuse": 1, "guidance_until": 1.0, "autocast": "off", "compile": False}
+    prompt["fast"] = {"class_type": "DICEFastMode", "inputs": {**defaults, **options}}
+    prompt[sampler]["inputs"]["fast_mode"] = ["fast", 0]
+    return prompt
+
+
+def test_fast_mode_node_all_off_is_exact_and_guidance_reuse_changes_the_frames(comfy_server):
+    prompt = tiny(api_workflow("basic"), steps=4, seed=11)
+    exact = sampled_frames(comfy_server, prompt, "exact")
+    all_off = sampled_frames(comfy_server, with_fast_mode(tiny(api_workflow("basic"), steps=4, seed=11)), "off")
+    reuse = sampled_frames(
+        comfy_server, with_fast_mode(tiny(api_workflow("basic"), steps=4, seed=11), guidance_reuse=2), "reuse"
+    )
+    np.testing.assert_array_equal(all_off, exact)
+    deviation = np.abs(reuse.astype(np.int16) - exact.astype(np.int16))
+    assert deviation.max() > 0, "guidance_reuse=2 did not reach the sampler"
+    logger.info("guidance_reuse=2 vs exact: mean abs %.3f / 255", deviation.mean())
