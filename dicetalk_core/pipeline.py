@@ -14,7 +14,7 @@ from transformers import CLIPVisionModelWithProjection
 
 from .errors import CancelledError, InputError
 from .fast_mode import FastMode
-from .memory import decode_clips_per_call
+from .memory import decode_clips_per_call, decode_frame_bytes
 from .models import AudioProjection, EmotionModel, PoseGuider
 from .precision import Precision
 from .sampler import ClipConditioning, SamplerSettings, WindowResult, sample
@@ -22,6 +22,12 @@ from .unet_adapters import DiceUNet
 
 REFERENCE_LATENT_SCALE = 0.18215  # the official code scales by this literal, not by the VAE config
 POSE_GUIDER_BATCH = 8  # identical frames the pose guider runs on (see pose_features)
+STAGE_MODULES = {
+    "conditioning": ("vae", "image_encoder", "pose_guider", "audio_projection"),
+    "sampling": ("unet",),
+    "decode": ("vae",),
+}
+"""The stages of :func:`generate`, in order, and the modules each one runs."""
 
 
 @dataclass
@@ -296,6 +302,7 @@ def generate(
     noise: InitialNoise | None = None,
     on_window: Callable[[WindowResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_stage: Callable[[str, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Portrait + per-frame audio windows + emotion prior -> video frames at the generation rate.
 
@@ -303,6 +310,9 @@ def generate(
         audio_windows: ``(N, w, layers, channels)`` whisper windows, one per generated frame.
         emotion: emotion tokens from :func:`emotion_tokens` (whole clip or per frame).
         seed / noise: exactly one; the seed draws :class:`InitialNoise` in the official order.
+        on_stage: called before each stage of :data:`STAGE_MODULES` with its name and the working
+            memory it needs beyond its modules (bytes; 0 when small), so a caller can load just
+            those modules and make room for them.
 
     Returns:
         ``frames`` ``(N, 3, H, W)`` float32 in [0, 1] on the CPU and the final latents ``(1, N + window, 4, h, w)``.
@@ -317,10 +327,13 @@ def generate(
     latent_shape = (1, total, models.vae.config.latent_channels, height // factor, width // factor)
     if noise is None:
         noise = InitialNoise.from_seed(seed, (height, width), latent_shape)
+    stage = on_stage or (lambda _name, _memory: None)
     models.unet.set_adapter_scales(*settings.adapter_scales)
+    stage("conditioning", 0)
     cond, ref_latents = build_conditioning(
         models, reference, audio_windows, emotion, settings, noise.augmentation, precision
     )
+    stage("sampling", 0)
     latents = sample(
         models.unet,
         models.scheduler,
@@ -332,6 +345,7 @@ def generate(
         on_window=on_window,
         should_stop=should_stop,
     )
+    stage("decode", decode_frame_bytes(models.vae, latent_shape[-2:]) * settings.decode_chunk_size)
     frames = decode_latents(
         models.vae,
         latents,

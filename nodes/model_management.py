@@ -18,8 +18,7 @@ from ..dicetalk_core.audio import WhisperAudioEncoder
 from ..dicetalk_core.pipeline import DiceTalkModels
 from ..dicetalk_core.precision import DTYPES, Precision
 
-DIFFUSION_PARTS = ("unet", "vae", "image_encoder", "pose_guider")
-CONDITIONING_PARTS = ("audio_projection", "emotion_model")
+MANAGED_PARTS = ("unet", "vae", "image_encoder", "pose_guider", "audio_projection", "emotion_model")
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -58,11 +57,25 @@ class DiceTalkBundle:
     patchers: dict[str, comfy.model_patcher.ModelPatcher] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in (*DIFFUSION_PARTS, *CONDITIONING_PARTS):
+        for name in MANAGED_PARTS:
             self.patchers[name] = patcher_for(getattr(self.models, name))
         self.patchers["whisper"] = patcher_for(self.whisper.encoder)
 
-    def load(self, *names: str) -> Precision:
-        """Move the named parts to the torch device now; returns the precision to run them with."""
-        mm.load_models_gpu([self.patchers[n] for n in names], force_full_load=True)
-        return Precision(device=self.patchers[names[0]].load_device, diffusion=self.diffusion_dtype)
+    @property
+    def precision(self) -> Precision:
+        """The device and dtypes the parts run with once loaded."""
+        return Precision(device=self.patchers["unet"].load_device, diffusion=self.diffusion_dtype)
+
+    def load(self, *names: str, memory_required: int = 0) -> Precision:
+        """Move the named parts to the torch device now, with ``memory_required`` bytes of room beside them.
+
+        ComfyUI offloads other models (DICE-Talk's own parts included) when the room is missing; under
+        ``--lowvram`` / ``--novram`` every other model is offloaded first, so one stage's modules are on
+        the device at a time. Returns the precision to run them with.
+        """
+        patchers = [self.patchers[n] for n in names]
+        if mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
+            device = patchers[0].load_device
+            mm.free_memory(float("inf"), device, keep_loaded=[mm.LoadedModel(p) for p in patchers])
+        mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+        return self.precision

@@ -13,12 +13,12 @@ from ..dicetalk_core.fast_mode import FastMode
 from ..dicetalk_core.image_io import as_rgb_u8
 from ..dicetalk_core.interpolation import IFNet, interpolate_frames, load_rife, output_fps
 from ..dicetalk_core.model_files import RIFE_FILE
-from ..dicetalk_core.pipeline import EmotionConditioning, GenerationSettings, ReferenceInputs, generate
+from ..dicetalk_core.pipeline import STAGE_MODULES, EmotionConditioning, GenerationSettings, ReferenceInputs, generate
 from ..dicetalk_core.sampler import SamplerSettings
 from .audio import AudioFeatures
 from .common import progress_bar, sampling_progress, stop_requested
 from .face import FaceCropInfo
-from .model_management import CONDITIONING_PARTS, DIFFUSION_PARTS, DiceTalkBundle, patcher_for
+from .model_management import DiceTalkBundle, patcher_for
 from .paths import find_dice_talk_dir
 
 CATEGORY = "DICE-Talk"
@@ -189,17 +189,17 @@ class DICESampler:
             fast=fast_mode or FastMode(),
         )
         progress = sampling_progress(settings.sampler.window_count(audio_features.num_frames))
-        precision = model.load(*DIFFUSION_PARTS, *CONDITIONING_PARTS)
         frames, _ = generate(
             model.models,
             ReferenceInputs(portrait.ref_image, portrait.clip_image, portrait.face_mask),
             audio_features.windows,
             emotion_cond,
             settings,
-            precision,
+            model.precision,
             seed=seed,
             on_window=progress,
             should_stop=stop_requested,
+            on_stage=lambda stage, memory: model.load(*STAGE_MODULES[stage], memory_required=memory),
         )
         mm.soft_empty_cache()
         video = frames.permute(0, 2, 3, 1).to(mm.intermediate_device())
