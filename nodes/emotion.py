@@ -141,7 +141,9 @@ class DICEEmotionPreset:
 
 
 class DICEEmotionTimeline:
-    """An emotion described in words or JSON: a mix, or keyframes that change the expression during the clip."""
+    """An emotion described in words or JSON: a mix, or keyframes that change the expression during the clip.
+    In the canvas, the timeline under the text draws the keyframes over the clip; drag, add and edit them there
+    (it writes them into the text as JSON)."""
 
     DESCRIPTION = __doc__
     CATEGORY = CATEGORY
