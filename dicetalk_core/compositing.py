@@ -22,6 +22,13 @@ def feather_mask(height: int, width: int, feather: int) -> torch.Tensor:
     return ramp(height)[:, None] * ramp(width)[None, :]
 
 
+def paste_back_bytes(num_frames: int, height: int, width: int, box: Sequence[int]) -> int:
+    """Memory :func:`paste_back` needs at its peak: the full-size float frames plus four crop-size stacks
+    (the resized frames, their clamped copy and the two blend terms)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return num_frames * 3 * 4 * (height * width + 4 * (x2 - x1) * (y2 - y1))
+
+
 def paste_back(frames: torch.Tensor, original: torch.Tensor, box: Sequence[int], feather: int = 16) -> torch.Tensor:
     """Resize ``frames`` to the crop ``box`` and blend them into ``original``.
 

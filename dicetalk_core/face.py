@@ -108,7 +108,8 @@ def select_largest_face(boxes: Sequence[FaceBox]) -> FaceBox:
     if not boxes:
         raise InputError(
             "No face was found in the portrait. Use a photo with one clear, frontal, well-lit face "
-            "(not tiny, not cut off), or give the face box yourself."
+            "(not tiny, not cut off), or give the face yourself: a face_mask (white = face) on DICE-Talk "
+            "Sampler in ComfyUI, --face-box x,y,w,h on the command line."
         )
     return min(boxes, key=lambda b: (-b.area, -b.score, b.y, b.x, -b.h, -b.w))
 

@@ -18,6 +18,8 @@ from PIL import Image
 from .errors import InputError
 
 MIN_IMAGE_SIDE = 64
+ROWS_PER_BLOCK = 256
+"""Float images are converted this many rows at a time, so an 8K image needs no full-size float64 copies."""
 _PIL_INTEGER_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _UINT16_TO_UINT8 = 257.0
 
@@ -83,12 +85,22 @@ def _to_u8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint16:
         return np.rint(array / _UINT16_TO_UINT8).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise InputError("The image holds NaN or infinite values: fix the node that produced it.")
-        return np.clip(np.rint(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        return _float_to_u8(array)
     raise InputError(
         f"Unsupported pixel type {array.dtype}: use uint8, uint16 (16-bit) or float values in [0, 1]."
     )
+
+
+def _float_to_u8(array: np.ndarray) -> np.ndarray:
+    """round(x * 255) clipped to 0..255, computed in float64 one block of rows at a time."""
+    out = np.empty(array.shape, np.uint8)
+    for start in range(0, array.shape[0], ROWS_PER_BLOCK):
+        block = array[start : start + ROWS_PER_BLOCK].astype(np.float64)
+        if not np.isfinite(block).all():
+            raise InputError("The image holds NaN or infinite values: fix the node that produced it.")
+        block *= 255.0
+        out[start : start + ROWS_PER_BLOCK] = np.clip(np.rint(block, out=block), 0, 255, out=block)
+    return out
 
 
 def _to_three_channels(array: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from torch import nn
 
+from .audio import WINDOW, WhisperAudioEncoder
 from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
 from .errors import CheckpointError
 from .models import AudioProjection, EmotionModel, PoseGuider
@@ -31,6 +32,8 @@ AUDIO_PROJECTION_FILE = "audio_linear.pth"
 EMOTION_MODEL_FILE = "emo_model.pth"
 POSE_GUIDER_FILE = "pose_guider.pth"
 DICE_TALK_FILES = (UNET_FILE, AUDIO_PROJECTION_FILE, EMOTION_MODEL_FILE, POSE_GUIDER_FILE)
+EMOTION_PRIOR_DIM = 256
+"""Values in an emotion prior (the official presets): what ``emo_model.pth`` must take."""
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -131,15 +134,75 @@ def load_dice_talk_models(
         dtype: dtype of the UNet, VAE, CLIP image encoder and pose guider (audio/emotion modules run in fp32).
     """
     svd_path = Path(svd_path)
+    paths = {name: find_weight_file(folder, name) for name in DICE_TALK_FILES}
     configs = folder_configs(svd_path) if svd_path.is_dir() else SVD_XT
     svd = load_svd_components(svd_path, device=device, dtype=dtype, configs=configs)
     models = DiceTalkModels(
-        unet=load_dice_unet(find_weight_file(folder, UNET_FILE), svd.unet_config),
+        unet=load_dice_unet(paths[UNET_FILE], svd.unet_config),
         vae=svd.vae,
         image_encoder=svd.image_encoder,
-        pose_guider=load_pose_guider(find_weight_file(folder, POSE_GUIDER_FILE)),
-        audio_projection=load_audio_projection(find_weight_file(folder, AUDIO_PROJECTION_FILE)),
-        emotion_model=load_emotion_model(find_weight_file(folder, EMOTION_MODEL_FILE)),
+        pose_guider=load_pose_guider(paths[POSE_GUIDER_FILE]),
+        audio_projection=load_audio_projection(paths[AUDIO_PROJECTION_FILE]),
+        emotion_model=load_emotion_model(paths[EMOTION_MODEL_FILE]),
         scheduler=svd.scheduler,
     )
+    check_models_fit(models, paths)
     return models.to_precision(Precision(device=torch.device(device), diffusion=dtype))
+
+
+def check_models_fit(models: DiceTalkModels, paths: Mapping[str, Path]) -> None:
+    """Refuse DICE-Talk files that each loaded strictly but come from models of different sizes.
+
+    Every size is inferred from its own file, so a pose guider, audio projection or emotion model of
+    another model loads on its own and would only fail in the middle of sampling.
+
+    Args:
+        models: the loaded modules.
+        paths: the file each module came from, by slot name (:data:`DICE_TALK_FILES`).
+    """
+    unet, pose, audio, emotion = (
+        paths[slot].name for slot in (UNET_FILE, POSE_GUIDER_FILE, AUDIO_PROJECTION_FILE, EMOTION_MODEL_FILE)
+    )
+    audio_dim, emotion_dim = (layer.in_features for layer in models.unet.adapter_processors()[0].to_k_ip)
+    channels, pose_channels = models.unet.conv_in.out_channels, models.pose_guider.conv_out.out_channels
+    audio_tokens, emotion_tokens = models.audio_projection.token_dim, models.emotion_model.emo_linear.token_dim
+    prior_dim = models.emotion_model.emo_linear.input_dim
+    checks = (
+        (pose_channels, channels, f"{pose} gives {pose_channels} feature channels; {unet} takes {channels}"),
+        (
+            audio_tokens,
+            audio_dim,
+            f"{audio} makes {audio_tokens}-value tokens; {unet}'s audio attention takes {audio_dim}",
+        ),
+        (
+            emotion_tokens,
+            emotion_dim,
+            f"{emotion} makes {emotion_tokens}-value tokens; {unet}'s emotion attention takes {emotion_dim}",
+        ),
+        (
+            prior_dim,
+            EMOTION_PRIOR_DIM,
+            f"{emotion} reads {prior_dim}-value emotion priors; the presets have {EMOTION_PRIOR_DIM}",
+        ),
+    )
+    problems = [message for found, wanted, message in checks if found != wanted]
+    if problems:
+        folder = paths[UNET_FILE].parent.resolve()
+        raise CheckpointError(
+            f"The DICE-Talk files in {folder} come from models of different sizes:\n- "
+            + "\n- ".join(problems)
+            + f"\nUse {', '.join(DICE_TALK_FILES)} of one DICE-Talk release: re-download the file named first."
+        )
+
+
+def check_whisper_fits(models: DiceTalkModels, whisper: WhisperAudioEncoder, whisper_folder: str | Path) -> None:
+    """Refuse a Whisper model whose per-frame audio windows are not the size ``audio_linear.pth`` reads."""
+    config = whisper.encoder.config
+    layers, width = config.encoder_layers + 1, config.d_model
+    wanted = models.audio_projection.input_dim
+    if WINDOW * layers * width != wanted:
+        raise CheckpointError(
+            f"The Whisper model in {Path(whisper_folder).resolve()} gives audio windows of {WINDOW} x {layers} x "
+            f"{width} = {WINDOW * layers * width} values; {AUDIO_PROJECTION_FILE} reads {wanted}. Use "
+            "openai/whisper-tiny (its config.json and model.safetensors) with the DICE-Talk release's audio_linear.pth."
+        )

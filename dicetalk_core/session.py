@@ -20,7 +20,7 @@ from .emotion.value import Emotion
 from .errors import InputError
 from .face import FaceBox, prepare_portrait
 from .interpolation import IFNet, interpolate_frames, load_rife, output_fps
-from .loading import load_dice_talk_models
+from .loading import check_whisper_fits, load_dice_talk_models
 from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
 from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, generate
 from .precision import Precision
@@ -64,6 +64,7 @@ class DiceTalkSession:
         whisper = audio_frontend.load_whisper(
             models_dir / WHISPER_FOLDER, device=precision.device, dtype=precision.conditioning
         )
+        check_whisper_fits(models, whisper, models_dir / WHISPER_FOLDER)
         rife = load_rife(models_dir / RIFE_FILE, device=precision.device) if interpolate else None
         return cls(models, whisper, rife, precision)
 

@@ -34,7 +34,7 @@ from ..dicetalk_core.errors import CheckpointError, DiceTalkError, InputError
 from ..dicetalk_core.model_files import EMOTIONS_FOLDER
 from .audio import AudioFeatures
 from .model_management import DiceTalkBundle
-from .paths import dice_talk_dirs, preset_dirs, preset_options, primary_dir
+from .paths import dice_talk_dirs, files_stamp, preset_dirs, preset_options, primary_dir
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +131,12 @@ class DICEEmotionPreset:
                 ),
             }
         }
+
+    @classmethod
+    def IS_CHANGED(cls, preset: str, intensity: float = 1.0) -> str:
+        """Changes when a file in the preset folders is replaced, added or removed, so a preset edited on
+        disk is read again instead of ComfyUI reusing what it read before."""
+        return files_stamp(preset_dirs())
 
     def load(self, preset: str, intensity: float = 1.0):
         library = preset_library()

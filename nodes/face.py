@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import comfy.model_management as mm
 import torch
 
-from ..dicetalk_core.compositing import paste_back
+from ..dicetalk_core.compositing import paste_back, paste_back_bytes
+from ..dicetalk_core.errors import InputError
 from ..dicetalk_core.face import FaceBox, crop_around_face, find_face
 from ..dicetalk_core.image_io import as_rgb_u8
 
@@ -98,5 +100,15 @@ class DICEPasteBack:
         }
 
     def paste(self, frames: torch.Tensor, original: torch.Tensor, face: FaceCropInfo, feather: int):
+        height, width = original.shape[-3:-1]
+        needed = paste_back_bytes(frames.shape[0], height, width, face.crop_box)
+        free = mm.get_free_memory(mm.intermediate_device())
+        if needed > free:
+            raise InputError(
+                f"Pasting {frames.shape[0]} frames back into the {width}x{height} photo needs about "
+                f"{needed / 2**30:.1f} GB of memory; {free / 2**30:.1f} GB are free. Downscale the photo before "
+                "DICE-Talk Face Crop (e.g. with Upscale Image By) or use a shorter clip (DICE-Talk Audio Encoder's "
+                "duration)."
+            )
         background = torch.from_numpy(as_rgb_u8(original)).float().div(255.0)
         return (paste_back(frames, background, face.crop_box, feather).cpu(),)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import comfy.model_management as mm
 
 from ..dicetalk_core.audio import load_whisper
-from ..dicetalk_core.loading import UNET_FILE, load_dice_talk_models
+from ..dicetalk_core.loading import UNET_FILE, check_whisper_fits, load_dice_talk_models
 from .model_management import DiceTalkBundle, resolve_dtype
-from .paths import find_dice_talk_dir, resolve_svd, svd_options, whisper_dir
+from .paths import files_stamp, find_dice_talk_dir, loader_paths, resolve_svd, svd_options, whisper_dir
 
 CATEGORY = "DICE-Talk"
 
@@ -47,6 +47,12 @@ class DICEModelLoader:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, svd_model: str, precision: str) -> str:
+        """Changes when a weight file is replaced, added or removed, so ComfyUI loads it instead of reusing
+        the model it loaded before."""
+        return files_stamp(loader_paths(svd_model))
+
     def load(self, svd_model: str, precision: str):
         device = mm.unet_offload_device()
         dtype = resolve_dtype(precision, mm.get_torch_device())
@@ -54,4 +60,5 @@ class DICEModelLoader:
             find_dice_talk_dir(UNET_FILE), resolve_svd(svd_model), device=device, dtype=dtype
         )
         whisper = load_whisper(whisper_dir(), device=device)
+        check_whisper_fits(models, whisper, whisper_dir())
         return (DiceTalkBundle(models, whisper, dtype),)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import folder_paths
@@ -75,6 +78,32 @@ def resolve_svd(option: str) -> Path:
         f"SVD-xt model '{option}' not found. Put the stable-video-diffusion-img2vid-xt folder in "
         f"{primary_dir().resolve()} or models/diffusers, or svd_xt.safetensors in models/checkpoints."
     )
+
+
+def loader_paths(svd_option: str) -> list[Path]:
+    """Where DICE-Talk Model Loader reads from: the files of the ``dice_talk`` folders, whisper-tiny, the SVD-xt."""
+    paths = []
+    for folder in dice_talk_dirs():
+        if folder.is_dir():
+            paths += [entry for entry in folder.iterdir() if entry.is_file()]
+            paths.append(folder / WHISPER_FOLDER)
+    with contextlib.suppress(InputError):
+        paths.append(resolve_svd(svd_option))
+    return paths
+
+
+def files_stamp(paths: Iterable[Path]) -> str:
+    """A digest of the name, size and modification time of every file at or under ``paths``.
+
+    It changes when a file is replaced, added or removed; paths that do not exist are skipped.
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                stat = file.stat()
+                digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 def preset_options() -> list[str]:

@@ -174,6 +174,11 @@ class DICESampler:
         fast_mode: FastMode | None = None,
     ):
         rgb = as_rgb_u8(image)
+        if face_mask is not None and tuple(face_mask.shape[-2:]) != rgb.shape[:2]:
+            raise InputError(
+                f"The face mask is {face_mask.shape[-1]}x{face_mask.shape[-2]} pixels but the portrait is "
+                f"{rgb.shape[1]}x{rgb.shape[0]}: use a mask of the portrait's size (white = face)."
+            )
         box = face.face_box if face is not None else (mask_box(face_mask) if face_mask is not None else None)
         portrait = prepare_portrait(rgb, box, min_resolution=resolution)
         settings = GenerationSettings(

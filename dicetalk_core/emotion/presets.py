@@ -111,10 +111,11 @@ def _prior_from_object(obj: object, path: Path) -> np.ndarray:
 def validate_prior(prior: torch.Tensor, source: str, dim: int | None = None) -> torch.Tensor:
     """Flatten to ``(D,)`` float32 and check size and finiteness."""
     flat = prior.reshape(-1).to(torch.float32)
+    fix = "Use an official preset (re-download it) or save the emotion again with DICE-Talk Save Emotion."
     if dim is not None and flat.numel() != dim:
-        raise InputError(f"{source}: the emotion prior has {flat.numel()} values; the model expects {dim}.")
+        raise InputError(f"{source}: the emotion prior has {flat.numel()} values; the model expects {dim}. {fix}")
     if flat.numel() == 0 or not torch.isfinite(flat).all():
-        raise InputError(f"{source}: the emotion prior is empty or holds NaN/Inf values.")
+        raise InputError(f"{source}: the emotion prior is empty or holds NaN/Inf values. {fix}")
     return flat
 
 

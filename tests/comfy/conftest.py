@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: tiny_models
 
-from dicetalk_harness import REPO, harness_dest, harness_tools, write_inputs
+from dicetalk_harness import harness_dest, harness_tools, pack_server, write_inputs
 from tiny_models import write_models_folder
 
 
@@ -43,18 +43,5 @@ def input_dir(comfy_dest: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def comfy_server(comfy_dest: Path, models_root: Path, input_dir: Path, tmp_path_factory) -> Iterator:
-    from comfy_server import ComfyServer
-
-    output = tmp_path_factory.mktemp("comfy_output")
-    server = ComfyServer(
-        comfy_dest,
-        packs=[REPO],
-        models_dir=models_root,
-        output_dir=output,
-        input_dir=input_dir,
-        only_pack=True,
-        server_args=["--preview-method", "latent2rgb"],  # the sampler's live previews run in every test
-        quiet=True,
-    )
-    with server:
+    with pack_server(comfy_dest, models_root, input_dir, tmp_path_factory.mktemp("comfy_output")) as server:
         yield server

@@ -95,6 +95,28 @@ def harness_tools() -> Path:
     return tools
 
 
+def pack_server(dest: Path, models_dir: Path, input_dir: Path, output_dir: Path):
+    """A ComfyUI server (not started yet: use it as a context manager) with only this pack, on ``models_dir``.
+
+    Live previews are on (``--preview-method latent2rgb``), so the sampler's preview code runs in every
+    test, and the server uses one OpenMP thread: on a shared 2-core machine OpenMP spin-waiting made a
+    tiny run take 40-55 s instead of about 6 s.
+    """
+    from comfy_server import ComfyServer
+
+    return ComfyServer(
+        dest,
+        packs=[REPO],
+        models_dir=models_dir,
+        output_dir=output_dir,
+        input_dir=input_dir,
+        only_pack=True,
+        server_args=["--preview-method", "latent2rgb"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        quiet=True,
+    )
+
+
 # ------------------------------------------------------------------------------------------ inputs
 
 

@@ -19,6 +19,7 @@ from dicetalk_harness import (
     TINY_SETTINGS,
     api_workflow,
     nodes_of,
+    pack_server,
     tiny,
     ui_with_settings,
 )
@@ -57,17 +58,7 @@ def emotion_models(comfy_dest: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(comfy_dest: Path, emotion_models: Path, input_dir: Path, tmp_path_factory) -> Iterator:
-    from comfy_server import ComfyServer
-
-    with ComfyServer(
-        comfy_dest,
-        packs=[REPO],
-        models_dir=emotion_models,
-        output_dir=tmp_path_factory.mktemp("emotion_output"),
-        input_dir=input_dir,
-        only_pack=True,
-        quiet=True,
-    ) as srv:
+    with pack_server(comfy_dest, emotion_models, input_dir, tmp_path_factory.mktemp("emotion_output")) as srv:
         yield srv
 
 

@@ -28,7 +28,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dicetalk_harness import EXAMPLES, GENERATED_FRAMES, REPO, TINY_SETTINGS, ui_with_settings, unavailable
+from dicetalk_harness import (
+    EXAMPLES,
+    GENERATED_FRAMES,
+    REPO,
+    TINY_SETTINGS,
+    pack_server,
+    ui_with_settings,
+    unavailable,
+)
 from test_browser import browser, shots  # noqa: F401  (fixtures used below)
 from tiny_models import write_models_folder
 
@@ -221,22 +229,12 @@ def test_frame_count_of_a_clip_matches_the_audio_front_end(node_js):
 @pytest.fixture(scope="module")
 def web_server(comfy_dest: Path, input_dir: Path, tmp_path_factory) -> Iterator:
     """A server whose models folder has all eight presets and one saved emotion (random priors)."""
-    from comfy_server import ComfyServer
     from test_emotion_mixing import random_library
 
     root = tmp_path_factory.mktemp("web_models")
     dice = write_models_folder(root / "dice_talk")
     random_library(dice / "emotions", NAMES)
-    with ComfyServer(
-        comfy_dest,
-        packs=[REPO],
-        models_dir=root,
-        output_dir=tmp_path_factory.mktemp("web_output"),
-        input_dir=input_dir,
-        only_pack=True,
-        server_args=["--preview-method", "latent2rgb"],
-        quiet=True,
-    ) as server:
+    with pack_server(comfy_dest, root, input_dir, tmp_path_factory.mktemp("web_output")) as server:
         yield server
 
 
