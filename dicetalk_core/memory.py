@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
@@ -15,16 +14,10 @@ MEMORY_SHARE = 0.5  # of the free memory a decode call may take
 
 
 def free_memory_bytes(device: torch.device) -> int | None:
-    """Free memory on ``device`` in bytes (CUDA: the driver's count; CPU: Linux MemAvailable), or None."""
+    """Free memory on a CUDA ``device`` in bytes (the driver's count); None for other devices."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
     return None
 
 
@@ -41,7 +34,12 @@ def decode_frame_bytes(vae: torch.nn.Module, latent_size: tuple[int, int]) -> in
 
 
 def decode_clips_per_call(vae: torch.nn.Module, latent_size: tuple[int, int], chunk_size: int, device) -> int:
-    """Whole temporal-decoder clips one VAE call can take within half the free memory (1 to 8)."""
+    """Whole temporal-decoder clips one VAE call can take within half the free GPU memory (1 to 8); 1 elsewhere.
+
+    Batching clips only pays on a GPU (fewer, fuller kernel launches). On the CPU it was slower (27 s vs
+    23 s per 4 s clip at ``bench/common.py``'s ``medium`` config) and raised the peak from 2.1 to 5.2 GB of
+    the RAM the rest of the machine shares (``bench/official.py``).
+    """
     free = free_memory_bytes(torch.device(device))
     if free is None:
         return 1
