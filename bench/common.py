@@ -18,9 +18,6 @@ width; ``bench/flops.py`` prints the full-size FLOP model beside them.
 from __future__ import annotations
 
 import ctypes
-import gc
-import os
-import resource
 import statistics
 import sys
 import time
@@ -30,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from process_memory import peak_rss_mb, reset_peak_rss, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -301,33 +299,6 @@ def clock(device) -> str:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process, MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS since the last :func:`reset_peak_rss` (Linux VmHWM), MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (``clear_refs`` 5); False where that is not allowed."""
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 @contextmanager

@@ -53,13 +53,10 @@ Run by hand (normally ``bench/official.py`` does it)::
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import importlib.machinery
 import inspect
 import json
 import os
-import resource
 import sys
 import time
 import types
@@ -68,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from process_memory import peak_rss_mb, reset_peak_rss, rss_mb
 
 STAGES = ("load", "inputs", "audio", "conditioning", "sampling", "decode", "interpolation")
 CLIP_STAGES = STAGES[1:]
@@ -75,30 +73,6 @@ STAND_IN = ("transforms", "utils", "ops")  # torchvision submodules the official
 
 
 # ------------------------------------------------------------------------------------------ measuring
-
-
-def rss_mb() -> float:
-    """Current resident set size of this process, MB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    """Peak RSS since the last reset (Linux VmHWM), MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def reset_peak_rss() -> None:
-    """Reset the kernel's peak-RSS mark to the current RSS (``clear_refs`` 5), where allowed."""
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
 
 
 def weights_mb(modules: list[torch.nn.Module]) -> float:
