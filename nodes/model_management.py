@@ -66,16 +66,15 @@ class DiceTalkBundle:
         """The device and dtypes the parts run with once loaded."""
         return Precision(device=self.patchers["unet"].load_device, diffusion=self.diffusion_dtype)
 
-    def load(self, *names: str, memory_required: int = 0) -> Precision:
+    def load(self, *names: str, memory_required: int = 0) -> None:
         """Move the named parts to the torch device now, with ``memory_required`` bytes of room beside them.
 
         ComfyUI offloads other models (DICE-Talk's own parts included) when the room is missing; under
         ``--lowvram`` / ``--novram`` every other model is offloaded first, so one stage's modules are on
-        the device at a time. Returns the precision to run them with.
+        the device at a time. They run with :attr:`precision`.
         """
         patchers = [self.patchers[n] for n in names]
         if mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
             device = patchers[0].load_device
             mm.free_memory(float("inf"), device, keep_loaded=[mm.LoadedModel(p) for p in patchers])
         mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
-        return self.precision
