@@ -9,12 +9,15 @@ What runs (CPU, ``--threads`` threads, fp32, one fresh process per side so each 
   box, two ``"cuda"`` strings in ``dice_talk.test`` become ``"cpu"``, the pose guider's literal 320
   output channels become the UNet's first width, no mp4 is written, and torchvision's three transforms
   get a stand-in where torchvision is missing. Its denoising, decode and RIFE code run unchanged.
-* ``exact``: our ``DiceTalkSession.run`` (the default, exact path).
-* ``fast``: the same with ``FastMode(guidance_reuse=--fast-reuse)`` and ``--fast-steps`` steps.
+* ``exact``: our ``DiceTalkSession.run`` (the default, exact path), every model loaded up front.
+* ``low-memory``: the same with ``DiceTalkSession.from_folder(low_memory=True)``: each stage reads its
+  models when it starts and releases them when it ends (the reading counts in the stage's time).
+* ``fast``: ``exact`` with ``FastMode(guidance_reuse=--fast-reuse)`` and ``--fast-steps`` steps.
 
 Both sides read the same files, written once in the official layout and format
 (``ROOT/checkpoints/{DICE-Talk/*.pth, stable-video-diffusion-img2vid-xt/ (fp16 variant files),
-whisper-tiny/, RIFE/flownet.pkl}``) with random weights of the bench's ``medium`` config
+whisper-tiny/, RIFE/flownet.pkl}``; ours reads ``DICE-Talk/`` with the other three linked into it)
+with random weights of the bench's ``medium`` config
 (``bench/common.py``; the only one whose sizes fit the official code's literals; whisper at
 whisper-tiny's full layout, decoder included, as the official code loads the whole model; constant
 tensors such as zero-initialised convolutions get small noise), and the same portrait (PNG, 320x320,
@@ -75,6 +78,9 @@ IMAGE_SIZE = 320
 FACE_BOX = (96.0, 72.0, 128.0, 160.0)  # x, y, w, h in the 320x320 portrait
 SAMPLE_RATE = 16000
 SVD_FOLDER = "stable-video-diffusion-img2vid-xt"
+DICE_FOLDER = "DICE-Talk"
+SHARED_FOLDERS = (SVD_FOLDER, "whisper-tiny", "RIFE")
+"""Official-layout folders beside ``DICE-Talk/`` that our layout wants inside it (linked, not copied)."""
 CONFIG = "medium"  # the official code's literal sizes (audio projection, emotion model, 32 tokens) fit only it
 SETUP_HEADING = "Setting up the official side (outside this repository; nothing of it enters it)::"
 SETUP_END = "(the official pins"
@@ -127,7 +133,7 @@ def write_checkpoints(root: Path, config: str, seed: int) -> None:
 
     cfg = CONFIGS[config]
     checkpoints = root / "checkpoints"
-    dice, svd = checkpoints / "DICE-Talk", checkpoints / SVD_FOLDER
+    dice, svd = checkpoints / DICE_FOLDER, checkpoints / SVD_FOLDER
     for folder in (dice, svd, checkpoints / "whisper-tiny", checkpoints / "RIFE"):
         folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed + 100)
@@ -200,6 +206,10 @@ def prepare(work: Path, config: str, seconds: float, seed: int) -> tuple[Path, d
         print(f"writing random {config} weights in the official layout to {root} ...", flush=True)
         write_checkpoints(root, config, seed)
         stamp.write_text(json.dumps(want))
+    dice = root / "checkpoints" / DICE_FOLDER
+    for name in SHARED_FOLDERS:  # our models folder: DICE-Talk/ with the others linked in (the official ignores them)
+        if not (dice / name).exists():
+            (dice / name).symlink_to(Path("..") / name, target_is_directory=True)
     inputs = write_inputs(root / f"inputs-{seconds:g}s", seconds, seed)
     return root, inputs
 
@@ -283,10 +293,13 @@ def run_side(side: str, args: argparse.Namespace, root: Path, inputs: dict[str, 
         ]
         cwd = out_dir
     else:
-        steps = args.steps if side == "exact" else args.fast_steps or args.steps
-        reuse = 1 if side == "exact" else args.fast_reuse
+        steps, reuse = side_steps(side, args)
         command = [sys.executable, __file__, "--child", "--models-root", str(root), "--resolution", resolution]
         command += ["--steps", str(steps), "--fast-reuse", str(reuse), "--decode-clips", args.decode_clips, *common]
+        if side == "low-memory":
+            command.append("--low-memory")
+        if side == "fast" and args.fast_compile:
+            command.append("--compile")
         cwd = BENCH
     print(f"running {side} ... (log: {log})", flush=True)
     with open(log, "w") as log_file:
@@ -303,30 +316,38 @@ def run_ours_child(args: argparse.Namespace) -> None:
     clock.begin("load", reset=False)
     torch.set_num_threads(args.threads)
     from dicetalk_core import pipeline as pipeline_module
-    from dicetalk_core.audio import load_whisper
+    from dicetalk_core import sampler as sampler_module
     from dicetalk_core.fast_mode import FastMode
-    from dicetalk_core.interpolation import load_rife
-    from dicetalk_core.loading import load_dice_talk_models
     from dicetalk_core.precision import Precision
     from dicetalk_core.sampler import SamplerSettings
     from dicetalk_core.session import DiceTalkSession
 
     checkpoints = Path(args.models_root) / "checkpoints"
     precision = Precision(device=torch.device("cpu"), diffusion=torch.float32)
-    session = DiceTalkSession(
-        models=load_dice_talk_models(
-            checkpoints / "DICE-Talk", checkpoints / SVD_FOLDER, device="cpu", dtype=torch.float32
-        ),
-        whisper=load_whisper(checkpoints / "whisper-tiny"),
-        rife=load_rife(checkpoints / "RIFE" / "flownet.pkl"),
-        precision=precision,
-    )
+    session = DiceTalkSession.from_folder(checkpoints / DICE_FOLDER, precision=precision, low_memory=args.low_memory)
     models = session.models
-    session.whisper.encoder.register_forward_pre_hook(clock.once("audio"))
-    models.audio_projection.register_forward_pre_hook(clock.once("conditioning"))
-    models.emotion_model.register_forward_pre_hook(clock.once("conditioning"))
-    clock.watch_unet(models.unet)
-    session.rife.register_forward_pre_hook(clock.once("interpolation"))
+    loader = session.stage_loader
+    if loader is None:  # every module loaded: each stage starts at its first module's first call
+        session.whisper.encoder.register_forward_pre_hook(clock.once("audio"))
+        models.audio_projection.register_forward_pre_hook(clock.once("conditioning"))
+        models.emotion_model.register_forward_pre_hook(clock.once("conditioning"))
+        if not args.compile:
+            clock.watch_unet(models.unet)
+        session.rife.register_forward_pre_hook(clock.once("interpolation"))
+    else:  # low memory: each stage starts when its modules are read, so their reading counts in it
+        enter, read_unet = loader.enter, loader.loaders["unet"]
+
+        def timed_enter(stage: str) -> None:
+            clock.once("conditioning" if stage == "emotion" else stage)()
+            enter(stage)
+
+        def watched_unet() -> torch.nn.Module:
+            unet = read_unet()
+            if not args.compile:
+                clock.watch_unet(unet)
+            return unet
+
+        loader.enter, loader.loaders["unet"] = timed_enter, watched_unet
     captured: dict[str, torch.Tensor] = {}
     our_decode = pipeline_module.decode_latents
 
@@ -337,10 +358,21 @@ def run_ours_child(args: argparse.Namespace) -> None:
         return frames
 
     pipeline_module.decode_latents = decode_latents
+    if args.compile:  # time the compiled module's calls (hooks inside it would be traced, not run)
+        compile_unet = sampler_module.compiled_unet
+
+        def watched_compiled(unet: torch.nn.Module) -> torch.nn.Module:
+            compiled = compile_unet(unet)
+            if not getattr(compiled, "_bench_watched", False):
+                clock.watch_unet(compiled)
+                compiled._bench_watched = True
+            return compiled
+
+        sampler_module.compiled_unet = watched_compiled
     clips = args.decode_clips if args.decode_clips == "auto" else int(args.decode_clips)
     settings = pipeline_module.GenerationSettings(
         sampler=SamplerSettings(steps=args.steps),
-        fast=FastMode(guidance_reuse=args.fast_reuse),
+        fast=FastMode(guidance_reuse=args.fast_reuse, compile=args.compile),
         decode_clips_per_call=clips,
     )
     clock.begin("inputs")
@@ -377,11 +409,13 @@ def clip_peak(result: dict) -> float:
     return max(result["stages"][s]["peak_rss_mb"] for s in CLIP_STAGES if s in result["stages"])
 
 
-def projected_cpu(result: dict, steps: int, target_steps: int, fast_reuse: int) -> float | None:
+def projected_cpu(result: dict, steps: int, target_steps: int, fast_reuse: int, compiled: bool = False) -> float | None:
     """CPU seconds of the clip at ``target_steps`` steps, from the timed UNet calls of this run.
 
     Sampling = UNet calls (per step: one per window, 3 branches on "full" steps, 1 on "reuse" steps,
     the kinds from ``FastMode.step_kinds``) + the rest of the loop, linear in steps; other stages as measured.
+    With ``compiled``, the first call of each batch size (it compiles) is left out of the mean and of
+    the total: compiling is a one-time cost per process, reported apart (:func:`compile_seconds`).
     """
     from dicetalk_core.fast_mode import FULL, FastMode
 
@@ -389,6 +423,8 @@ def projected_cpu(result: dict, steps: int, target_steps: int, fast_reuse: int) 
     per_branches: dict[int, list[float]] = {}
     for call in calls:
         per_branches.setdefault(call["branches"], []).append(call["cpu_seconds"])
+    if compiled:
+        per_branches = {b: v[1:] for b, v in per_branches.items() if len(v) > 1}
     mean = {b: sum(v) / len(v) for b, v in per_branches.items()}
     kinds = FastMode(guidance_reuse=fast_reuse).step_kinds(target_steps)
     needed = {3 if kind == FULL else 1 for kind in kinds}
@@ -399,6 +435,14 @@ def projected_cpu(result: dict, steps: int, target_steps: int, fast_reuse: int) 
     loop_rest = (sampling - sum(c["cpu_seconds"] for c in calls)) / steps
     projected_sampling = target_steps * loop_rest + windows * sum(mean[3 if k == FULL else 1] for k in kinds)
     return clip_total(result, "cpu_seconds") - sampling + projected_sampling
+
+
+def compile_seconds(result: dict) -> float:
+    """Wall seconds the first call of each batch size took beyond the mean of the later ones (compiling)."""
+    per_branches: dict[int, list[float]] = {}
+    for call in result["unet_calls"]:
+        per_branches.setdefault(call["branches"], []).append(call["seconds"])
+    return sum(v[0] - sum(v[1:]) / len(v[1:]) for v in per_branches.values() if len(v) > 1)
 
 
 def agreement(out_dir: Path, sides: list[str], args: argparse.Namespace) -> list[str]:
@@ -430,7 +474,7 @@ def side_tag(side: str, args: argparse.Namespace) -> str:
     """File name stem of a side's results (the fast side's settings are part of it)."""
     if side == "fast":
         steps, reuse = side_steps(side, args)
-        return f"fast-reuse{reuse}-steps{steps}"
+        return f"fast-reuse{reuse}-steps{steps}" + ("-compile" if args.fast_compile else "")
     return side
 
 
@@ -438,7 +482,7 @@ def side_steps(side: str, args: argparse.Namespace) -> tuple[int, int]:
     """(steps, guidance reuse) a side ran with."""
     if side == "fast":
         return args.fast_steps or args.steps, args.fast_reuse
-    return args.steps, 1
+    return args.steps, 1  # exact and low-memory
 
 
 def projection_steps(side: str, args: argparse.Namespace) -> int:
@@ -458,18 +502,19 @@ def summary_rows(results: dict[str, dict], args: argparse.Namespace) -> dict[str
         "clip peak RSS MB": {},
         "process peak RSS MB": {},
         "clip peak above models MB": {},
-        "model weights MB": {},
+        "models held between runs MB": {},
     }
     for side, result in results.items():
         steps, reuse = side_steps(side, args)
         target = projection_steps(side, args)
         rows["clip CPU s"][side] = clip_total(result, "cpu_seconds")
         rows["clip wall s"][side] = clip_total(result, "seconds")
-        rows[projected][side] = projected_cpu(result, steps, target, reuse) or math.nan
+        compiled = side == "fast" and args.fast_compile
+        rows[projected][side] = projected_cpu(result, steps, target, reuse, compiled) or math.nan
         rows["clip peak RSS MB"][side] = clip_peak(result)
         rows["process peak RSS MB"][side] = result["peak_rss_mb"]
         rows["clip peak above models MB"][side] = clip_peak(result) - result["stages"]["load"]["rss_after_mb"]
-        rows["model weights MB"][side] = result.get("weights_mb", math.nan)
+        rows["models held between runs MB"][side] = result.get("weights_mb", math.nan)
     return rows
 
 
@@ -477,7 +522,8 @@ def report(results: dict[str, dict], args: argparse.Namespace, out_dir: Path) ->
     sides = list(results)
     labels = {side: side for side in sides}
     if "fast" in labels:
-        labels["fast"] = f"fast(reuse {args.fast_reuse}, {side_steps('fast', args)[0]} st)"
+        compiled = ", compile" if args.fast_compile else ""
+        labels["fast"] = f"fast(reuse {args.fast_reuse}, {side_steps('fast', args)[0]} st{compiled})"
     first = results[sides[0]]
     print(
         f"\n== per clip: {args.seconds:g} s of speech -> {first['frames']} frames (+25 padding), config "
@@ -511,6 +557,11 @@ def report(results: dict[str, dict], args: argparse.Namespace, out_dir: Path) ->
         print(f"{labels[side]:>26} UNet calls (CPU s each): {text}")
     at = ", ".join(f"{labels[s]} {projection_steps(s, args)}" for s in sides)
     print(f"* projected: this run's other stages + its timed UNet calls at more steps ({at})")
+    if "fast" in results and args.fast_compile:
+        print(
+            f"  the fast side's compiling ({compile_seconds(results['fast']):.0f} s wall, once per process, partly in "
+            "compiler worker processes) is left out of its CPU seconds and projection"
+        )
     if "official" in results:
         print("\nofficial / ours (> 1: ours faster or smaller):")
         for side in sides[1:] if sides[0] == "official" else [s for s in sides if s != "official"]:
@@ -531,12 +582,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="denoising steps, both sides (official 25)")
     parser.add_argument("--fast-reuse", type=int, default=3, help="fast side: FastMode(guidance_reuse=K)")
     parser.add_argument("--fast-steps", type=int, default=None, help="fast side: steps (default --steps)")
+    parser.add_argument(
+        "--fast-compile", action="store_true", help="fast side: also FastMode(compile=True) (compiling takes minutes)"
+    )
     parser.add_argument("--project-steps", type=int, default=25, help="steps of the projected CPU time")
     parser.add_argument(
         "--project-fast-steps", type=int, default=None, help="fast side: steps of its projection (default as run)"
     )
     parser.add_argument(
-        "--sides", nargs="+", default=["official", "exact", "fast"], choices=("official", "exact", "fast")
+        "--sides",
+        nargs="+",
+        default=["official", "exact", "low-memory", "fast"],
+        choices=("official", "exact", "low-memory", "fast"),
     )
     parser.add_argument(
         "--decode-clips", default="auto", help="our sides: decode_clips_per_call (int or auto, the default)"
@@ -550,6 +607,8 @@ def main() -> None:
         parser.add_argument(name, help=argparse.SUPPRESS)
     parser.add_argument("--face-box", type=lambda s: [float(v) for v in s.split(",")], help=argparse.SUPPRESS)
     parser.add_argument("--resolution", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--low-memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_ours_child(args)

@@ -76,10 +76,13 @@ STAND_IN = ("transforms", "utils", "ops")  # torchvision submodules the official
 
 
 def weights_mb(modules: list[torch.nn.Module]) -> float:
-    """MB of the parameters and buffers of ``modules`` (storage shared between tensors counted once)."""
+    """MB of the parameters and buffers of ``modules`` held in memory (storage shared between tensors counted
+    once; released ``meta`` tensors count 0)."""
     storages = {}
     for module in modules:
         for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.is_meta:
+                continue
             storage = tensor.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values()) / 2**20

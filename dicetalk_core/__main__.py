@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         emotion = resolve_emotion(args.emotion, args.models)
         session = DiceTalkSession.from_folder(
-            args.models, args.svd, Precision.resolve(args.precision, args.device), interpolate=interpolate
+            args.models,
+            args.svd,
+            Precision.resolve(args.precision, args.device),
+            interpolate=interpolate,
+            low_memory=True,  # one clip per process: only the running stage's models need to be in memory
         )
         settings = GenerationSettings(
             sampler=SamplerSettings(

@@ -10,6 +10,7 @@ as their parameters: no random initialisation of 1.6 B parameters, no second cop
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,7 +25,14 @@ from .models import AudioProjection, EmotionModel, PoseGuider
 from .models.emotion_model import OFFICIAL_NUM_HEADS
 from .pipeline import DiceTalkModels
 from .precision import Precision
-from .svd_components import SVD_XT, folder_configs, load_svd_components
+from .svd_components import (
+    SVD_XT,
+    SVDConfigs,
+    build_scheduler,
+    folder_configs,
+    load_svd_image_encoder,
+    load_svd_vae,
+)
 from .unet_adapters import DiceUNet, install_dice_adapters
 
 UNET_FILE = "unet.pth"
@@ -122,6 +130,48 @@ def load_dice_unet(path: str | Path, config: Mapping) -> DiceUNet:
     return build_dice_unet(config, state, source=source)
 
 
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where each module of :class:`DiceTalkModels` is read from, and the device and dtypes it runs in.
+
+    Attributes:
+        paths: the DICE-Talk weight file of each slot of :data:`DICE_TALK_FILES`.
+        svd_path: the SVD-xt diffusers folder or ``svd_xt.safetensors`` (VAE, CLIP image encoder).
+        configs: the SVD architectures (from the folder's config files, else SVD-xt's).
+        precision: device and dtypes (see :meth:`DiceTalkModels.to_precision`).
+    """
+
+    paths: Mapping[str, Path]
+    svd_path: Path
+    configs: SVDConfigs
+    precision: Precision
+
+    @classmethod
+    def find(cls, folder: str | Path, svd_path: str | Path, precision: Precision) -> ModelFiles:
+        """The files of ``folder`` (DICE-Talk) and ``svd_path`` (SVD-xt); a clear error for any missing."""
+        svd_path = Path(svd_path)
+        paths = {name: find_weight_file(folder, name) for name in DICE_TALK_FILES}
+        configs = folder_configs(svd_path) if svd_path.is_dir() else SVD_XT
+        return cls(paths, svd_path, configs, precision)
+
+    def load(self, name: str) -> nn.Module:
+        """The module ``name`` (a module field of :class:`DiceTalkModels`), read from its file, in eval mode."""
+        device, dtype = self.precision.device, self.precision.diffusion
+        svd = dict(device=device, dtype=dtype, configs=self.configs)
+        readers: dict[str, Callable[[], nn.Module]] = {
+            "unet": lambda: load_dice_unet(self.paths[UNET_FILE], self.configs.unet),
+            "vae": lambda: load_svd_vae(self.svd_path, **svd),
+            "image_encoder": lambda: load_svd_image_encoder(self.svd_path, **svd),
+            "pose_guider": lambda: load_pose_guider(self.paths[POSE_GUIDER_FILE]),
+            "audio_projection": lambda: load_audio_projection(self.paths[AUDIO_PROJECTION_FILE]),
+            "emotion_model": lambda: load_emotion_model(self.paths[EMOTION_MODEL_FILE]),
+        }
+        if name not in readers:
+            raise KeyError(f"{name!r} is not a DICE-Talk module; one of {', '.join(readers)}")
+        module = readers[name]()
+        return module.to(device=device, dtype=DiceTalkModels.module_dtype(name, self.precision)).eval()
+
+
 def load_dice_talk_models(
     folder: str | Path, svd_path: str | Path, *, device: torch.device | str, dtype: torch.dtype
 ) -> DiceTalkModels:
@@ -133,21 +183,19 @@ def load_dice_talk_models(
         device: where every module is put.
         dtype: dtype of the UNet, VAE, CLIP image encoder and pose guider (audio/emotion modules run in fp32).
     """
-    svd_path = Path(svd_path)
-    paths = {name: find_weight_file(folder, name) for name in DICE_TALK_FILES}
-    configs = folder_configs(svd_path) if svd_path.is_dir() else SVD_XT
-    svd = load_svd_components(svd_path, device=device, dtype=dtype, configs=configs)
+    files = ModelFiles.find(folder, svd_path, Precision(device=torch.device(device), diffusion=dtype))
+    return read_dice_talk_models(files)
+
+
+def read_dice_talk_models(files: ModelFiles, read: Callable[[str], nn.Module] | None = None) -> DiceTalkModels:
+    """Every module of ``files``, one after the other, through ``read`` (default ``files.load``), checked
+    to come from one model (:func:`check_models_fit`)."""
+    read = read or files.load
     models = DiceTalkModels(
-        unet=load_dice_unet(paths[UNET_FILE], svd.unet_config),
-        vae=svd.vae,
-        image_encoder=svd.image_encoder,
-        pose_guider=load_pose_guider(paths[POSE_GUIDER_FILE]),
-        audio_projection=load_audio_projection(paths[AUDIO_PROJECTION_FILE]),
-        emotion_model=load_emotion_model(paths[EMOTION_MODEL_FILE]),
-        scheduler=svd.scheduler,
+        **{name: read(name) for name in DiceTalkModels.MODULES}, scheduler=build_scheduler(files.configs.scheduler)
     )
-    check_models_fit(models, paths)
-    return models.to_precision(Precision(device=torch.device(device), diffusion=dtype))
+    check_models_fit(models, files.paths)
+    return models
 
 
 def check_models_fit(models: DiceTalkModels, paths: Mapping[str, Path]) -> None:

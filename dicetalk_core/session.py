@@ -5,6 +5,7 @@ Used by the CLI; the ComfyUI nodes call the same rooms one by one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from . import audio as audio_frontend
 from .emotion.conditioning import emotion_conditioning
@@ -20,11 +22,12 @@ from .emotion.value import Emotion
 from .errors import InputError
 from .face import FaceBox, prepare_portrait
 from .interpolation import IFNet, interpolate_frames, load_rife, output_fps
-from .loading import check_whisper_fits, load_dice_talk_models
+from .loading import ModelFiles, check_whisper_fits, read_dice_talk_models
 from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
 from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, generate
 from .precision import Precision
 from .sampler import WindowResult
+from .stage_loading import StageLoader, release
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -41,12 +44,19 @@ class VideoResult:
 
 @dataclass
 class DiceTalkSession:
-    """Everything loaded once, reusable for many clips."""
+    """Every model of a run, reusable for many clips.
+
+    Attributes:
+        stage_loader: None (default) keeps every model loaded; with one (``from_folder(low_memory=True)``)
+            only the running stage's models are loaded and the others are read again from their files
+            when needed (see ``stage_loading``).
+    """
 
     models: DiceTalkModels
     whisper: audio_frontend.WhisperAudioEncoder
     rife: IFNet | None
     precision: Precision
+    stage_loader: StageLoader | None = None
 
     @classmethod
     def from_folder(
@@ -55,18 +65,48 @@ class DiceTalkSession:
         svd: str | Path | None = None,
         precision: Precision | None = None,
         interpolate: bool = True,
+        low_memory: bool = False,
     ) -> DiceTalkSession:
-        """Load the DICE-Talk files, whisper-tiny, SVD-xt and (optionally) RIFE; see ``model_files``."""
+        """Load the DICE-Talk files, whisper-tiny, SVD-xt and (optionally) RIFE; see ``model_files``.
+
+        With ``low_memory`` every file is read and checked here, then released; each run reads the
+        models of each stage again when it starts and releases them when it ends (see ``stage_loading``).
+        """
         models_dir = Path(models_dir)
         precision = precision or Precision.resolve("auto")
-        svd_path = Path(svd) if svd is not None else default_svd_path(models_dir)
-        models = load_dice_talk_models(models_dir, svd_path, device=precision.device, dtype=precision.diffusion)
-        whisper = audio_frontend.load_whisper(
-            models_dir / WHISPER_FOLDER, device=precision.device, dtype=precision.conditioning
-        )
-        check_whisper_fits(models, whisper, models_dir / WHISPER_FOLDER)
-        rife = load_rife(models_dir / RIFE_FILE, device=precision.device) if interpolate else None
-        return cls(models, whisper, rife, precision)
+        files = ModelFiles.find(models_dir, svd if svd is not None else default_svd_path(models_dir), precision)
+        whisper_folder = models_dir / WHISPER_FOLDER
+        loaders: dict[str, Callable[[], nn.Module]] = {
+            name: functools.partial(files.load, name) for name in DiceTalkModels.MODULES
+        }
+        loaders["whisper"] = lambda: _load_whisper(whisper_folder, precision).encoder
+        if interpolate:
+            loaders["rife"] = lambda: load_rife(models_dir / RIFE_FILE, device=precision.device)
+
+        def read(name: str) -> nn.Module:  # one at a time: with low_memory, at most one module is loaded here
+            module = loaders[name]()
+            if low_memory:
+                release(module)
+            return module
+
+        models = read_dice_talk_models(files, read)
+        whisper = _load_whisper(whisper_folder, precision)
+        check_whisper_fits(models, whisper, whisper_folder)
+        if low_memory:
+            release(whisper.encoder)
+        rife = read("rife") if interpolate else None
+        session = cls(models, whisper, rife, precision)
+        if low_memory:
+            slots = {name: (models, name) for name in DiceTalkModels.MODULES}
+            slots["whisper"] = (whisper, "encoder")
+            if interpolate:
+                slots["rife"] = (session, "rife")
+            session.stage_loader = StageLoader(loaders, slots)
+        return session
+
+    def _enter(self, stage: str) -> None:
+        if self.stage_loader is not None:
+            self.stage_loader.enter(stage)
 
     def run(
         self,
@@ -88,8 +128,30 @@ class DiceTalkSession:
         tensor, or a preset file path.
         """
         settings = settings or GenerationSettings()
+        try:
+            return self._run(
+                image, audio_path, emotion, settings, seed, retrieval, face_box, min_resolution, progress, should_stop
+            )
+        finally:
+            if self.stage_loader is not None:
+                self.stage_loader.release_all()
+
+    def _run(
+        self,
+        image: object,
+        audio_path: str | Path,
+        emotion: Emotion | torch.Tensor | str | Path,
+        settings: GenerationSettings,
+        seed: int,
+        retrieval: bool,
+        face_box: FaceBox | tuple[float, float, float, float] | None,
+        min_resolution: int,
+        progress: ProgressFn | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> VideoResult:
         portrait = prepare_portrait(_open_image(image), face_box, min_resolution=min_resolution)
         samples, rate = audio_frontend.load_audio_file(audio_path)
+        self._enter("audio")
         windows = audio_frontend.audio_windows(
             self.whisper,
             samples,
@@ -99,6 +161,7 @@ class DiceTalkSession:
         )
         if isinstance(emotion, (str, Path)):
             emotion = load_emotion(emotion)
+        self._enter("emotion")
         tokens = emotion_conditioning(self.models.emotion_model, emotion, windows.windows.shape[0], retrieval=retrieval)
         reference = ReferenceInputs(portrait.ref_image, portrait.clip_image, portrait.face_mask)
         total = settings.sampler.window_count(windows.windows.shape[0])
@@ -119,9 +182,11 @@ class DiceTalkSession:
             seed=seed,
             on_window=on_window,
             should_stop=should_stop,
+            on_stage=lambda stage, _memory: self._enter(stage),
         )
         fps = audio_frontend.GENERATION_FPS  # the frame rate of the frames, not the fps micro-condition
         if self.rife is not None and frames.shape[0] > 1:
+            self._enter("interpolation")
             frames = interpolate_frames(
                 frames,
                 self.rife,
@@ -131,6 +196,10 @@ class DiceTalkSession:
             fps = output_fps(fps, interpolated=True)
         mono = audio_frontend.as_channels_first(samples)
         return VideoResult(frames, fps, mono, rate)
+
+
+def _load_whisper(folder: Path, precision: Precision) -> audio_frontend.WhisperAudioEncoder:
+    return audio_frontend.load_whisper(folder, device=precision.device, dtype=precision.conditioning)
 
 
 def _open_image(image: object) -> object:

@@ -176,16 +176,11 @@ class SVDComponents:
     source: Path
 
 
-@dataclass
-class _RawStates:
-    """Tensors in diffusers / transformers naming, and where each part came from (for messages)."""
+VAE_PART, IMAGE_ENCODER_PART, UNET_PART = "vae", "image_encoder", "unet"
+"""The parts of an SVD checkpoint (the diffusers subfolder names)."""
 
-    vae: StateDict
-    clip: StateDict
-    unet: StateDict | None
-    vae_source: str
-    clip_source: str
-    unet_source: str = ""
+RawPart = tuple[StateDict, str]
+"""A part's tensors in diffusers / transformers naming, and where they came from (for messages)."""
 
 
 def load_svd_components(
@@ -212,28 +207,68 @@ def load_svd_components(
     Raises:
         CheckpointError: a file or subfolder is missing, or the weights are not SVD-xt's.
     """
-    path = Path(path)
-    if path.is_dir():
-        raw = _read_folder(path, load_unet)
-    elif path.is_file():
-        raw = _read_single_file(path, load_unet)
-    else:
-        raise CheckpointError(
-            f"SVD-xt weights not found at {path}: give the {FOLDER_NAME} diffusers folder "
-            "or the single file svd_xt.safetensors."
-        )
-    if raw.unet is not None:
-        check_unet_state(raw.unet, source=raw.unet_source, config=configs.unet)
+    parts = (VAE_PART, IMAGE_ENCODER_PART, *((UNET_PART,) if load_unet else ()))
+    raw = read_svd_parts(path, parts)
+    unet_state = None
+    if load_unet:
+        unet_state, unet_source = raw[UNET_PART]
+        check_unet_state(unet_state, source=unet_source, config=configs.unet)
     via = torch.float16 if fp16_weights else None
-    vae_state = _cast(raw.vae, device, dtype, via)
-    clip_state = _cast(raw.clip, device, dtype, via)
+    (vae_state, vae_source), (clip_state, clip_source) = raw[VAE_PART], raw[IMAGE_ENCODER_PART]
     return SVDComponents(
-        vae=build_vae(vae_state, source=raw.vae_source, config=configs.vae),
-        image_encoder=build_image_encoder(clip_state, source=raw.clip_source, config=configs.image_encoder),
+        vae=build_vae(_cast(vae_state, device, dtype, via), source=vae_source, config=configs.vae),
+        image_encoder=build_image_encoder(
+            _cast(clip_state, device, dtype, via), source=clip_source, config=configs.image_encoder
+        ),
         scheduler=build_scheduler(configs.scheduler),
         unet_config=dict(configs.unet),
-        unet_state=raw.unet,
-        source=path,
+        unet_state=unet_state,
+        source=Path(path),
+    )
+
+
+def load_svd_vae(
+    path: str | Path,
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    fp16_weights: bool = True,
+    configs: SVDConfigs = SVD_XT,
+) -> AutoencoderKLTemporalDecoder:
+    """The VAE alone (same arguments as :func:`load_svd_components`); the other parts are not read."""
+    state, source = read_svd_parts(path, (VAE_PART,))[VAE_PART]
+    via = torch.float16 if fp16_weights else None
+    return build_vae(_cast(state, device, dtype, via), source=source, config=configs.vae)
+
+
+def load_svd_image_encoder(
+    path: str | Path,
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    fp16_weights: bool = True,
+    configs: SVDConfigs = SVD_XT,
+) -> CLIPVisionModelWithProjection:
+    """The CLIP image encoder alone (same arguments as :func:`load_svd_components`); the other parts are not read."""
+    state, source = read_svd_parts(path, (IMAGE_ENCODER_PART,))[IMAGE_ENCODER_PART]
+    via = torch.float16 if fp16_weights else None
+    return build_image_encoder(_cast(state, device, dtype, via), source=source, config=configs.image_encoder)
+
+
+def read_svd_parts(path: str | Path, parts: tuple[str, ...]) -> dict[str, RawPart]:
+    """The tensors of ``parts`` (of ``VAE_PART``, ``IMAGE_ENCODER_PART``, ``UNET_PART``) from either source.
+
+    Raises:
+        CheckpointError: the path does not exist, or a part's file or subfolder is missing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_folder(path, parts)
+    if path.is_file():
+        return _read_single_file(path, parts)
+    raise CheckpointError(
+        f"SVD-xt weights not found at {path}: give the {FOLDER_NAME} diffusers folder "
+        "or the single file svd_xt.safetensors."
     )
 
 
@@ -302,20 +337,9 @@ def _cast(
 # --------------------------------------------------------------------------- the two sources
 
 
-def _read_folder(folder: Path, load_unet: bool) -> _RawStates:
-    vae_file = find_folder_weights(folder, "vae")
-    clip_file = find_folder_weights(folder, "image_encoder")
-    raw = _RawStates(
-        vae=read_state_dict(vae_file),
-        clip=read_state_dict(clip_file),
-        unet=None,
-        vae_source=str(vae_file),
-        clip_source=str(clip_file),
-    )
-    if load_unet:
-        unet_file = find_folder_weights(folder, "unet")
-        raw.unet, raw.unet_source = read_state_dict(unet_file), str(unet_file)
-    return raw
+def _read_folder(folder: Path, parts: tuple[str, ...]) -> dict[str, RawPart]:
+    files = {part: find_folder_weights(folder, part) for part in parts}  # all found before any is read
+    return {part: (read_state_dict(file), str(file)) for part, file in files.items()}
 
 
 def find_folder_weights(folder: str | Path, subfolder: str) -> Path:
@@ -338,19 +362,28 @@ def find_folder_weights(folder: str | Path, subfolder: str) -> Path:
     raise CheckpointError(f"No weights in {where}: put {expected} there.")
 
 
-def _read_single_file(path: Path, load_unet: bool) -> _RawStates:
+def _read_single_file(path: Path, parts: tuple[str, ...]) -> dict[str, RawPart]:
     check_svd_checkpoint(state_dict_keys(path), source=str(path))
-    wanted = (VAE_PREFIX, CLIP_PREFIX, CONDITIONING_VAE_PREFIX, *((UNET_PREFIX,) if load_unet else ()))
-    parts = split_checkpoint(read_state_dict(path, keep=lambda key: key.startswith(wanted)))
+    prefixes = {
+        VAE_PART: (VAE_PREFIX, CONDITIONING_VAE_PREFIX),
+        IMAGE_ENCODER_PART: (CLIP_PREFIX,),
+        UNET_PART: (UNET_PREFIX,),
+    }
+    wanted = tuple(prefix for part in parts for prefix in prefixes[part])
+    split = split_checkpoint(read_state_dict(path, keep=lambda key: key.startswith(wanted)))
     source = str(path)
-    return _RawStates(
-        vae=convert_vae(parts["vae"]),
-        clip=convert_clip_vision(parts["clip"]),
-        unet=convert_unet(parts["unet"]) if load_unet else None,
-        vae_source=f"{source} (first_stage_model.*, conditioner.embedders.3.encoder.*)",
-        clip_source=f"{source} (conditioner.embedders.0.open_clip.model.visual.*)",
-        unet_source=f"{source} (model.diffusion_model.*)",
-    )
+    read = {
+        VAE_PART: lambda: (
+            convert_vae(split["vae"]),
+            f"{source} (first_stage_model.*, conditioner.embedders.3.encoder.*)",
+        ),
+        IMAGE_ENCODER_PART: lambda: (
+            convert_clip_vision(split["clip"]),
+            f"{source} (conditioner.embedders.0.open_clip.model.visual.*)",
+        ),
+        UNET_PART: lambda: (convert_unet(split["unet"]), f"{source} (model.diffusion_model.*)"),
+    }
+    return {part: read[part]() for part in parts}
 
 
 def folder_configs(folder: str | Path, default: SVDConfigs = SVD_XT) -> SVDConfigs:

@@ -30,6 +30,8 @@ from dicetalk_core.svd_components import (
     find_folder_weights,
     folder_configs,
     load_svd_components,
+    load_svd_image_encoder,
+    load_svd_vae,
 )
 from dicetalk_core.svd_single_file import convert_unet, split_checkpoint
 
@@ -132,6 +134,27 @@ def test_folder_prefers_the_fp16_variant_and_computes_like_the_sources(tmp_path,
     errors = {name: (a - b).abs().max().item() for name, (a, b) in pairs.items()}
     print(f"\nfolder-loaded vs source models: {errors}")
     assert max(errors.values()) < 1e-6
+
+
+def test_each_part_loads_alone_without_reading_the_others(tmp_path, sources):
+    folder = write_folder(tmp_path / "svd", sources["states"], fp32=False)
+    both = load_tiny(folder, dtype=torch.float32)
+    alone = {
+        "vae": load_svd_vae(folder, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS),
+        "image_encoder": load_svd_image_encoder(folder, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS),
+    }
+    for part, module in alone.items():
+        expected = getattr(both, part).state_dict()
+        assert all(torch.equal(v, expected[k]) for k, v in module.state_dict().items()), part
+        other = "image_encoder" if part == "vae" else "vae"
+        (folder / other / WEIGHT_FILES[other][0]).write_bytes(b"not a safetensors file")
+        reloaded = (load_svd_vae if part == "vae" else load_svd_image_encoder)(
+            folder, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS
+        )
+        assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items()), part
+        with pytest.raises(CheckpointError, match=other):
+            load_tiny(folder, dtype=torch.float32)
+        write_folder(folder, {other: sources["states"][other]}, fp32=False)
 
 
 def test_folder_fp32_weights_are_rounded_through_fp16_unless_asked(tmp_path, sources):
