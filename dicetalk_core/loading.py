@@ -26,12 +26,13 @@ from .models.emotion_model import OFFICIAL_NUM_HEADS
 from .pipeline import DiceTalkModels
 from .precision import Precision
 from .svd_components import (
+    IMAGE_ENCODER_PART,
     SVD_XT,
+    VAE_PART,
     SVDConfigs,
     build_scheduler,
     folder_configs,
-    load_svd_image_encoder,
-    load_svd_vae,
+    load_svd_part,
 )
 from .unet_adapters import DiceUNet, install_dice_adapters
 
@@ -160,8 +161,8 @@ class ModelFiles:
         svd = dict(device=device, dtype=dtype, configs=self.configs)
         readers: dict[str, Callable[[], nn.Module]] = {
             "unet": lambda: load_dice_unet(self.paths[UNET_FILE], self.configs.unet),
-            "vae": lambda: load_svd_vae(self.svd_path, **svd),
-            "image_encoder": lambda: load_svd_image_encoder(self.svd_path, **svd),
+            "vae": lambda: load_svd_part(self.svd_path, VAE_PART, **svd),
+            "image_encoder": lambda: load_svd_part(self.svd_path, IMAGE_ENCODER_PART, **svd),
             "pose_guider": lambda: load_pose_guider(self.paths[POSE_GUIDER_FILE]),
             "audio_projection": lambda: load_audio_projection(self.paths[AUDIO_PROJECTION_FILE]),
             "emotion_model": lambda: load_emotion_model(self.paths[EMOTION_MODEL_FILE]),

@@ -213,13 +213,9 @@ def load_svd_components(
     if load_unet:
         unet_state, unet_source = raw[UNET_PART]
         check_unet_state(unet_state, source=unet_source, config=configs.unet)
-    via = torch.float16 if fp16_weights else None
-    (vae_state, vae_source), (clip_state, clip_source) = raw[VAE_PART], raw[IMAGE_ENCODER_PART]
     return SVDComponents(
-        vae=build_vae(_cast(vae_state, device, dtype, via), source=vae_source, config=configs.vae),
-        image_encoder=build_image_encoder(
-            _cast(clip_state, device, dtype, via), source=clip_source, config=configs.image_encoder
-        ),
+        vae=_build_part(VAE_PART, raw[VAE_PART], device, dtype, fp16_weights, configs),
+        image_encoder=_build_part(IMAGE_ENCODER_PART, raw[IMAGE_ENCODER_PART], device, dtype, fp16_weights, configs),
         scheduler=build_scheduler(configs.scheduler),
         unet_config=dict(configs.unet),
         unet_state=unet_state,
@@ -227,32 +223,29 @@ def load_svd_components(
     )
 
 
-def load_svd_vae(
+def load_svd_part(
     path: str | Path,
+    part: str,
     *,
     device: str | torch.device,
     dtype: torch.dtype,
     fp16_weights: bool = True,
     configs: SVDConfigs = SVD_XT,
-) -> AutoencoderKLTemporalDecoder:
-    """The VAE alone (same arguments as :func:`load_svd_components`); the other parts are not read."""
-    state, source = read_svd_parts(path, (VAE_PART,))[VAE_PART]
-    via = torch.float16 if fp16_weights else None
-    return build_vae(_cast(state, device, dtype, via), source=source, config=configs.vae)
+) -> nn.Module:
+    """The VAE (``VAE_PART``) or the CLIP image encoder (``IMAGE_ENCODER_PART``) alone; the other parts are
+    not read. The other arguments are those of :func:`load_svd_components`."""
+    return _build_part(part, read_svd_parts(path, (part,))[part], device, dtype, fp16_weights, configs)
 
 
-def load_svd_image_encoder(
-    path: str | Path,
-    *,
-    device: str | torch.device,
-    dtype: torch.dtype,
-    fp16_weights: bool = True,
-    configs: SVDConfigs = SVD_XT,
-) -> CLIPVisionModelWithProjection:
-    """The CLIP image encoder alone (same arguments as :func:`load_svd_components`); the other parts are not read."""
-    state, source = read_svd_parts(path, (IMAGE_ENCODER_PART,))[IMAGE_ENCODER_PART]
-    via = torch.float16 if fp16_weights else None
-    return build_image_encoder(_cast(state, device, dtype, via), source=source, config=configs.image_encoder)
+def _build_part(
+    part: str, raw: RawPart, device: str | torch.device, dtype: torch.dtype, fp16_weights: bool, configs: SVDConfigs
+) -> nn.Module:
+    builders = {VAE_PART: (build_vae, configs.vae), IMAGE_ENCODER_PART: (build_image_encoder, configs.image_encoder)}
+    if part not in builders:
+        raise KeyError(f"{part!r} is not a module part of SVD; one of {', '.join(builders)}")
+    build, config = builders[part]
+    state, source = raw
+    return build(_cast(state, device, dtype, torch.float16 if fp16_weights else None), source=source, config=config)
 
 
 def read_svd_parts(path: str | Path, parts: tuple[str, ...]) -> dict[str, RawPart]:

@@ -30,14 +30,39 @@ from dicetalk_core.svd_components import (
     find_folder_weights,
     folder_configs,
     load_svd_components,
-    load_svd_image_encoder,
-    load_svd_vae,
+    load_svd_part,
 )
 from dicetalk_core.svd_single_file import convert_unet, split_checkpoint
 
 # Spec 7.1: Karras sigmas of 25 steps between 700 and 0.002, then 0.
-SPEC_SIGMAS = [700, 545.729, 421.569, 322.454, 244.023, 182.547, 134.854, 98.267, 70.541, 49.810, 34.537, 23.468,
-               15.590, 10.097, 6.354, 3.870, 2.269, 1.273, 0.678, 0.339, 0.157, 0.0664, 0.0248, 0.00788, 0.002, 0]
+SPEC_SIGMAS = [
+    700,
+    545.729,
+    421.569,
+    322.454,
+    244.023,
+    182.547,
+    134.854,
+    98.267,
+    70.541,
+    49.810,
+    34.537,
+    23.468,
+    15.590,
+    10.097,
+    6.354,
+    3.870,
+    2.269,
+    1.273,
+    0.678,
+    0.339,
+    0.157,
+    0.0664,
+    0.0248,
+    0.00788,
+    0.002,
+    0,
+]
 
 # --------------------------------------------------------------------------- configs
 
@@ -128,8 +153,10 @@ def test_folder_prefers_the_fp16_variant_and_computes_like_the_sources(tmp_path,
         pairs = {
             "vae encode": (ours.encode(frames).latent_dist.mean, theirs.encode(frames).latent_dist.mean),
             "vae decode": (ours.decode(latents, num_frames=3).sample, theirs.decode(latents, num_frames=3).sample),
-            "clip": (loaded.image_encoder(pixel_values=pixels).image_embeds,
-                     sources["image_encoder"](pixel_values=pixels).image_embeds),
+            "clip": (
+                loaded.image_encoder(pixel_values=pixels).image_embeds,
+                sources["image_encoder"](pixel_values=pixels).image_embeds,
+            ),
         }
     errors = {name: (a - b).abs().max().item() for name, (a, b) in pairs.items()}
     print(f"\nfolder-loaded vs source models: {errors}")
@@ -140,17 +167,15 @@ def test_each_part_loads_alone_without_reading_the_others(tmp_path, sources):
     folder = write_folder(tmp_path / "svd", sources["states"], fp32=False)
     both = load_tiny(folder, dtype=torch.float32)
     alone = {
-        "vae": load_svd_vae(folder, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS),
-        "image_encoder": load_svd_image_encoder(folder, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS),
+        part: load_svd_part(folder, part, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS)
+        for part in ("vae", "image_encoder")
     }
     for part, module in alone.items():
         expected = getattr(both, part).state_dict()
         assert all(torch.equal(v, expected[k]) for k, v in module.state_dict().items()), part
         other = "image_encoder" if part == "vae" else "vae"
         (folder / other / WEIGHT_FILES[other][0]).write_bytes(b"not a safetensors file")
-        reloaded = (load_svd_vae if part == "vae" else load_svd_image_encoder)(
-            folder, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS
-        )
+        reloaded = load_svd_part(folder, part, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS)
         assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items()), part
         with pytest.raises(CheckpointError, match=other):
             load_tiny(folder, dtype=torch.float32)
@@ -180,8 +205,10 @@ def test_folder_modules_get_the_requested_dtype_and_are_frozen(tmp_path, sources
 
 def test_an_old_clip_export_with_position_ids_loads(tmp_path, sources):
     states = dict(sources["states"])
-    states["image_encoder"] = {**states["image_encoder"],
-                               "vision_model.embeddings.position_ids": torch.arange(5)[None].float()}
+    states["image_encoder"] = {
+        **states["image_encoder"],
+        "vision_model.embeddings.position_ids": torch.arange(5)[None].float(),
+    }
     loaded = load_tiny(write_folder(tmp_path / "svd", states, fp32=False), dtype=torch.float32)
     assert loaded.image_encoder.vision_model.embeddings.position_ids.shape == (1, 5)
 
@@ -190,8 +217,12 @@ def test_folder_configs_read_the_config_files_as_diffusers_writes_them(tmp_path,
     folder = write_folder(tmp_path / "svd", sources["states"], fp32=False)
     extras = {
         "vae": {"_class_name": "AutoencoderKLTemporalDecoder", "_diffusers_version": "0.24.0.dev0"},
-        "image_encoder": {"architectures": ["CLIPVisionModelWithProjection"], "model_type": "clip_vision_model",
-                          "torch_dtype": "float16", "transformers_version": "4.34.0.dev0"},
+        "image_encoder": {
+            "architectures": ["CLIPVisionModelWithProjection"],
+            "model_type": "clip_vision_model",
+            "torch_dtype": "float16",
+            "transformers_version": "4.34.0.dev0",
+        },
     }
     for part, config in (("vae", TINY_CONFIGS.vae), ("image_encoder", TINY_CONFIGS.image_encoder)):
         (folder / part / "config.json").write_text(json.dumps({**config, **extras[part]}))
@@ -280,6 +311,7 @@ def test_real_single_file_equals_the_fp16_variant_folder():
     unet_file = convert_unet(split_checkpoint(read_state_dict(single))["unet"])
     unet_file = {k: v.half() for k, v in unet_file.items()}
     report["unet"] = worst_differences(unet_file, read_state_dict(find_folder_weights(root, "unet")))
-    print(f"\nsingle file vs fp16 folder, non-zero differences: "
-          f"{ {part: (len(d), d[:5]) for part, d in report.items()} }")
+    print(
+        f"\nsingle file vs fp16 folder, non-zero differences: { {part: (len(d), d[:5]) for part, d in report.items()} }"
+    )
     assert not any(report.values())
