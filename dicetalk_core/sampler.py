@@ -159,28 +159,29 @@ class _WindowInputs:
         width = settings.window
         embeds = cond.image_embeds.expand(width, -1, -1)
         image = cond.image_latents[:, None].expand(1, width, -1, -1, -1)
-        self.three = {
+        self.all_branches = {
             "image_embeds": torch.cat([torch.zeros_like(embeds), embeds, embeds]),
             "image_latents": torch.cat([torch.zeros_like(image), image, image]),
             "time_ids": added_time_ids(settings, dtype, device),
         }
-        self.one = {
+        self.full_branch = {
             "image_embeds": embeds.contiguous(),
             "image_latents": image.contiguous(),
-            "time_ids": self.three["time_ids"][:1],
+            "time_ids": self.all_branches["time_ids"][:1],
         }
         self.pose = cond.pose_features  # (1, C0, h, w): broadcast to every frame inside the UNet
 
     def unet_kwargs(self, index: torch.Tensor, three_way: bool) -> dict:
-        """UNet inputs of the frames ``index`` for the batch ``[uncond, reference, full]`` or ``[full]``."""
+        """UNet inputs of the frames ``index`` for all three branches ``[uncond, reference, full]`` or the full
+        branch alone."""
         cond = self.cond
         if three_way:
             audio_u, emotion_u = cond.audio_uncond[index], cond.emotion_uncond[index]
             audio = torch.cat([audio_u, audio_u, cond.audio[index]])
             emotion = torch.cat([emotion_u, emotion_u, cond.emotion[index]])
-            fixed = self.three
+            fixed = self.all_branches
         else:
-            audio, emotion, fixed = cond.audio[index], cond.emotion[index], self.one
+            audio, emotion, fixed = cond.audio[index], cond.emotion[index], self.full_branch
         return {
             "image_embeds": fixed["image_embeds"],
             "adapter_tokens": [audio, emotion],
