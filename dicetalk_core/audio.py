@@ -34,6 +34,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
 from .errors import CancelledError, CheckpointError, InputError
+from .model_files import WHISPER_CONFIG_FILES, WHISPER_WEIGHT_ALTERNATIVES, WHISPER_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,6 @@ SILENCE_PEAK = 1e-4
 RESAMPLER_MARGIN_SECONDS = 1.0
 """Extra source audio kept after the last needed sample so the resampler's filter sees real data."""
 
-WHISPER_CONFIG_FILES = ("config.json", "preprocessor_config.json")
-WHISPER_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _ENCODER_PREFIXES = ("model.encoder.", "encoder.")
 _INT_FULL_SCALE = {"u8": 128.0, "s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
 
@@ -391,15 +390,16 @@ def load_whisper(
         CheckpointError: the folder or a file is missing or unreadable, or the weights do not fit.
     """
     folder = Path(folder)
-    needed = f"{', '.join(WHISPER_CONFIG_FILES)} and {' or '.join(WHISPER_WEIGHT_FILES)}"
+    weight_names = (WHISPER_WEIGHTS, *WHISPER_WEIGHT_ALTERNATIVES)
+    needed = f"{', '.join(WHISPER_CONFIG_FILES)} and {' or '.join(weight_names)}"
     if not folder.is_dir():
         raise CheckpointError(
             f"Whisper folder not found: {folder}. Download openai/whisper-tiny there; it needs {needed}."
         )
     missing = [name for name in WHISPER_CONFIG_FILES if not (folder / name).is_file()]
-    weights = next((folder / n for n in WHISPER_WEIGHT_FILES if (folder / n).is_file()), None)
+    weights = next((folder / n for n in weight_names if (folder / n).is_file()), None)
     if weights is None:
-        missing.append(" or ".join(WHISPER_WEIGHT_FILES))
+        missing.append(" or ".join(weight_names))
     if missing:
         raise CheckpointError(f"Whisper folder {folder} lacks {', '.join(missing)}; it needs {needed}.")
     try:

@@ -21,6 +21,14 @@ from torch import nn
 from .audio import WINDOW, WhisperAudioEncoder
 from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
 from .errors import CheckpointError
+from .model_files import (
+    AUDIO_PROJECTION_FILE,
+    DICE_TALK_FILES,
+    EMOTION_MODEL_FILE,
+    POSE_GUIDER_FILE,
+    UNET_FILE,
+    find_weight_file,
+)
 from .models import AudioProjection, EmotionModel, PoseGuider
 from .models.emotion_model import OFFICIAL_NUM_HEADS
 from .pipeline import DiceTalkModels
@@ -36,27 +44,10 @@ from .svd_components import (
 )
 from .unet_adapters import DiceUNet, install_dice_adapters
 
-UNET_FILE = "unet.pth"
-AUDIO_PROJECTION_FILE = "audio_linear.pth"
-EMOTION_MODEL_FILE = "emo_model.pth"
-POSE_GUIDER_FILE = "pose_guider.pth"
-DICE_TALK_FILES = (UNET_FILE, AUDIO_PROJECTION_FILE, EMOTION_MODEL_FILE, POSE_GUIDER_FILE)
 EMOTION_PRIOR_DIM = 256
 """Values in an emotion prior (the official presets): what ``emo_model.pth`` must take."""
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
-
-
-def find_weight_file(folder: str | Path, name: str) -> Path:
-    """``folder/name``, or the same stem as ``.safetensors``; a clear error naming both when absent."""
-    folder = Path(folder)
-    for candidate in (folder / name, (folder / name).with_suffix(".safetensors")):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(
-        f"Missing DICE-Talk weight file '{name}': put it in {folder.resolve()} "
-        f"(download the official DICE-Talk release; it holds {', '.join(DICE_TALK_FILES)})."
-    )
 
 
 def build_on_meta(

@@ -33,6 +33,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .checkpoints import StateDict, check_state_dict, load_strict, read_state_dict, state_dict_keys
 from .errors import CheckpointError
+from .model_files import SVD_FOLDER, SVD_WEIGHT_FILES
 from .svd_single_file import (
     CLIP_PREFIX,
     CONDITIONING_VAE_PREFIX,
@@ -137,13 +138,6 @@ SVD_XT = SVDConfigs(
     scheduler=SVD_XT_SCHEDULER_CONFIG,
 )
 
-FOLDER_NAME = "stable-video-diffusion-img2vid-xt"
-WEIGHT_FILES: dict[str, tuple[str, ...]] = {
-    "vae": ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"),
-    "image_encoder": ("model.fp16.safetensors", "model.safetensors"),
-    "unet": ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"),
-}
-"""Weight files looked for in each subfolder of the diffusers folder, in order of preference."""
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -260,7 +254,7 @@ def read_svd_parts(path: str | Path, parts: tuple[str, ...]) -> dict[str, RawPar
     if path.is_file():
         return _read_single_file(path, parts)
     raise CheckpointError(
-        f"SVD-xt weights not found at {path}: give the {FOLDER_NAME} diffusers folder "
+        f"SVD-xt weights not found at {path}: give the {SVD_FOLDER} diffusers folder "
         "or the single file svd_xt.safetensors."
     )
 
@@ -336,17 +330,17 @@ def _read_folder(folder: Path, parts: tuple[str, ...]) -> dict[str, RawPart]:
 
 
 def find_folder_weights(folder: str | Path, subfolder: str) -> Path:
-    """The preferred weight file of ``folder/subfolder`` (see :data:`WEIGHT_FILES`).
+    """The preferred weight file of ``folder/subfolder`` (see :data:`~.model_files.SVD_WEIGHT_FILES`).
 
     Raises:
         CheckpointError: naming the subfolder and the file expected in it.
     """
-    names = WEIGHT_FILES[subfolder]
+    names = SVD_WEIGHT_FILES[subfolder]
     where = Path(folder) / subfolder
-    expected = f"{names[0]} (or {names[1]}) from {FOLDER_NAME}/{subfolder}/"
+    expected = f"{names[0]} (or {names[1]}) from {SVD_FOLDER}/{subfolder}/"
     if not where.is_dir():
         raise CheckpointError(
-            f"{folder} is not a complete {FOLDER_NAME} folder: it has no '{subfolder}' subfolder. "
+            f"{folder} is not a complete {SVD_FOLDER} folder: it has no '{subfolder}' subfolder. "
             f"Put {expected} into {where}."
         )
     for name in names:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import comfy.model_management as mm
 
 from ..dicetalk_core.audio import load_whisper
-from ..dicetalk_core.loading import UNET_FILE, check_whisper_fits, load_dice_talk_models
+from ..dicetalk_core.loading import check_whisper_fits, load_dice_talk_models
+from ..dicetalk_core.model_files import UNET_FILE
 from .model_management import DiceTalkBundle, resolve_dtype
 from .paths import files_stamp, find_dice_talk_dir, loader_paths, resolve_svd, svd_options, whisper_dir
 

@@ -69,37 +69,6 @@ def _fake_weights(folder: Path, entries=sar.MANIFEST, dice_talk_suffix: str = ".
 # ------------------------------------------------------------------------------------------- manifest
 
 
-def test_manifest_covers_every_file_the_engine_needs(tmp_path):
-    from dicetalk_core.emotion import OFFICIAL_PRESETS
-    from dicetalk_core.model_files import SVD_FOLDER, weight_files
-    from dicetalk_core.svd_components import WEIGHT_FILES
-
-    (tmp_path / SVD_FOLDER).mkdir()  # so weight_files lists the diffusers folder, not svd_xt.safetensors
-    by_target = {entry.target: entry for entry in sar.MANIFEST}
-    assert len(by_target) == len(sar.MANIFEST)
-    for needed in weight_files(tmp_path):
-        rel = needed.path.relative_to(tmp_path).as_posix()
-        if rel.startswith(SVD_FOLDER + "/"):
-            sub = rel.split("/")[1]
-            config = "scheduler_config.json" if sub == "scheduler" else "config.json"
-            assert f"{rel}/{config}" in by_target, rel
-            if sub in ("vae", "image_encoder"):
-                weights = [e for e in sar.MANIFEST if e.target.startswith(rel + "/") and e.target.endswith("tensors")]
-                assert len(weights) == 1 and set(weights[0].names) == {f"{rel}/{n}" for n in WEIGHT_FILES[sub]}
-            continue
-        assert rel in by_target, f"{rel} ({needed.what}) is not in the manifest"
-        assert by_target[rel].required == needed.required, rel
-    assert sar.EMOTIONS == OFFICIAL_PRESETS
-    for entry in sar.MANIFEST:
-        assert entry.url.startswith("https://"), entry
-        if entry.target.endswith((".pth", ".pkl")):
-            assert f"huggingface.co/{sar.DICE_TALK_REPO}/resolve/main/" in entry.url
-            assert entry.license == sar.CC_BY_NC_SA
-        if entry.target.startswith("emotions/"):
-            assert sar.DICE_TALK_COMMIT in entry.url and entry.size == 1403 and not entry.required
-    assert by_target["emo_model.pth"].alternatives == ("emo_model.safetensors",)
-
-
 # ------------------------------------------------------------------------------- weights: local folder
 
 

@@ -20,12 +20,12 @@ from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from dicetalk_core.checkpoints import read_state_dict
 from dicetalk_core.errors import CheckpointError
+from dicetalk_core.model_files import SVD_WEIGHT_FILES
 from dicetalk_core.svd_components import (
     SVD_XT,
     SVD_XT_IMAGE_ENCODER_CONFIG,
     SVD_XT_UNET_CONFIG,
     SVD_XT_VAE_CONFIG,
-    WEIGHT_FILES,
     build_scheduler,
     find_folder_weights,
     folder_configs,
@@ -123,7 +123,7 @@ def write_folder(root: Path, states: dict, *, fp16: bool = True, fp32: bool = Tr
     """A diffusers-style folder; the fp32 files may hold shifted values, to see which file was read."""
     for part, state in states.items():
         (root / part).mkdir(parents=True, exist_ok=True)
-        fp16_name, fp32_name = WEIGHT_FILES[part]
+        fp16_name, fp32_name = SVD_WEIGHT_FILES[part]
         if fp16:
             save_file({k: v.half() for k, v in state.items()}, root / part / fp16_name)
         if fp32:
@@ -174,7 +174,7 @@ def test_each_part_loads_alone_without_reading_the_others(tmp_path, sources):
         expected = getattr(both, part).state_dict()
         assert all(torch.equal(v, expected[k]) for k, v in module.state_dict().items()), part
         other = "image_encoder" if part == "vae" else "vae"
-        (folder / other / WEIGHT_FILES[other][0]).write_bytes(b"not a safetensors file")
+        (folder / other / SVD_WEIGHT_FILES[other][0]).write_bytes(b"not a safetensors file")
         reloaded = load_svd_part(folder, part, device="cpu", dtype=torch.float32, configs=TINY_CONFIGS)
         assert all(torch.equal(v, expected[k]) for k, v in reloaded.state_dict().items()), part
         with pytest.raises(CheckpointError, match=other):
@@ -253,7 +253,7 @@ def test_missing_subfolder_names_the_file_and_where_it_goes(tmp_path, sources):
 
 def test_missing_weight_file_names_it(tmp_path, sources):
     folder = write_folder(tmp_path / "svd", sources["states"])
-    for name in WEIGHT_FILES["unet"]:
+    for name in SVD_WEIGHT_FILES["unet"]:
         (folder / "unet" / name).unlink()
     load_tiny(folder, dtype=torch.float32)  # the UNet is only read on request
     with pytest.raises(CheckpointError, match=r"No weights in .*unet: put diffusion_pytorch_model\.fp16\.safetensors"):

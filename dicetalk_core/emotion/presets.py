@@ -35,11 +35,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..errors import CheckpointError, InputError
+from ..model_files import OFFICIAL_PRESETS
 from .text import SLOT_PATTERN, reserved_words
 from .timeline import EASINGS, Keyframe, Timeline, TimeMark
 from .value import Emotion
 
-OFFICIAL_PRESETS = ("angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised")
 PRIOR_KEY = "mu"
 PRESET_SUFFIXES = (".npy", ".safetensors")
 MAX_PRESET_BYTES = 1 << 20
