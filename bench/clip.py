@@ -37,19 +37,13 @@ from common import (
 )
 
 from dicetalk_core.audio import audio_windows
+from dicetalk_core.emotion.conditioning import EmotionConditioning, emotion_conditioning
 from dicetalk_core.fast_mode import FastMode
 from dicetalk_core.interpolation import IFNet, interpolate_frames
-from dicetalk_core.pipeline import (
-    EmotionConditioning,
-    GenerationSettings,
-    InitialNoise,
-    ReferenceInputs,
-    build_conditioning,
-    decode_latents,
-    emotion_tokens,
-)
+from dicetalk_core.pipeline import GenerationSettings, InitialNoise, ReferenceInputs, build_conditioning
 from dicetalk_core.precision import DTYPES, Precision
 from dicetalk_core.sampler import SamplerSettings, sample
+from dicetalk_core.vae_decode import decode_latents
 
 RATE = 16000
 
@@ -97,7 +91,7 @@ def run_clip(
 
     with stage_memory(stages, "conditioning", device):
         prior = torch.randn(1, 256, generator=torch.Generator().manual_seed(6))
-        emotion: EmotionConditioning = emotion_tokens(models.emotion_model, prior)
+        emotion: EmotionConditioning = emotion_conditioning(models.emotion_model, prior)
         cond, ref_latents = build_conditioning(
             models, reference_inputs(cfg), windows, emotion, settings, noise.augmentation, precision
         )

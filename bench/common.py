@@ -41,8 +41,8 @@ from diffusers import (  # noqa: E402
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection  # noqa: E402
 
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider  # noqa: E402
-from dicetalk_core.pipeline import DiceTalkModels  # noqa: E402
-from dicetalk_core.svd_components import SVD_XT_SCHEDULER_CONFIG  # noqa: E402
+from dicetalk_core.models.bundle import DiceTalkModels  # noqa: E402
+from dicetalk_core.models.layouts import SVD_XT_SCHEDULER_CONFIG  # noqa: E402
 from dicetalk_core.unet_adapters import DiceUNet, install_dice_adapters  # noqa: E402
 
 SCHEDULER_CONFIG = SVD_XT_SCHEDULER_CONFIG

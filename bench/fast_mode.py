@@ -28,14 +28,9 @@ import time
 import torch
 from common import CONFIGS, REPO, BenchConfig, build_models, max_abs, psnr
 
+from dicetalk_core.emotion.conditioning import emotion_conditioning
 from dicetalk_core.fast_mode import FastMode
-from dicetalk_core.pipeline import (
-    GenerationSettings,
-    InitialNoise,
-    ReferenceInputs,
-    emotion_tokens,
-    generate,
-)
+from dicetalk_core.pipeline import GenerationSettings, InitialNoise, ReferenceInputs, generate
 from dicetalk_core.precision import Precision
 from dicetalk_core.sampler import SamplerSettings
 
@@ -86,7 +81,7 @@ def golden_case() -> Case | None:
         models,
         ReferenceInputs(case["inputs.ref_img"], case["inputs.clip_image"], case["inputs.face_mask"]),
         frame_windows(padded, config["audio_len"], config["step"]),
-        emotion_tokens(models.emotion_model, case["inputs.emo_prior"], retrieval=config["retrieval"]),
+        emotion_conditioning(models.emotion_model, case["inputs.emo_prior"], retrieval=config["retrieval"]),
         settings_of(case),
         InitialNoise(case["inputs.aug_noise"], case["inputs.initial_noise"]),
         case["outputs.final_latents"],
@@ -104,7 +99,7 @@ def random_case(cfg: BenchConfig, seconds: float, steps: int) -> Case:
     reference = ReferenceInputs(
         torch.rand(3, size, size, generator=g) * 2 - 1, torch.randn(3, 224, 224, generator=g), mask
     )
-    emotion = emotion_tokens(models.emotion_model, torch.randn(1, 256, generator=g))
+    emotion = emotion_conditioning(models.emotion_model, torch.randn(1, 256, generator=g))
     total = n + cfg.window
     noise = InitialNoise.from_seed(72589, (size, size), (1, total, 4, cfg.latent, cfg.latent))
     settings = GenerationSettings(sampler=SamplerSettings(steps=steps, window=cfg.window))

@@ -10,18 +10,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from .emotion import OFFICIAL_PRESETS
-from .emotion.compose import emotion_from_spec
-from .emotion.presets import PresetLibrary, load_emotion
-from .emotion.value import Emotion
+from . import defaults
 from .errors import DiceTalkError
-from .model_files import EMOTIONS_FOLDER, format_report, weight_files
-from .pipeline import GenerationSettings
-from .precision import Precision
-from .sampler import SamplerSettings
+from .model_files import EMOTIONS_FOLDER, OFFICIAL_PRESETS, format_report, weight_files
+
+if TYPE_CHECKING:
+    from .emotion.value import Emotion
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,17 +41,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="SVD-xt diffusers folder or svd_xt.safetensors "
         "(default: MODELS/stable-video-diffusion-img2vid-xt or MODELS/svd_xt.safetensors)",
     )
-    p.add_argument("--seed", type=int, default=72589, help="random seed (official default 72589)")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps (official 25)")
-    p.add_argument("--ref-scale", type=float, default=3.0, help="reference-image guidance (official 3.0)")
-    p.add_argument("--audio-scale", type=float, default=6.0, help="audio+emotion guidance (official 6.0)")
-    p.add_argument("--resolution", type=int, default=512, help="short side of the generated video (official 512)")
+    official = "(official %(default)s)"
+    p.add_argument("--seed", type=int, default=defaults.SEED, help=f"random seed {official}")
+    p.add_argument("--steps", type=int, default=defaults.STEPS, help=f"denoising steps {official}")
+    p.add_argument("--ref-scale", type=float, default=defaults.REF_GUIDANCE, help=f"reference guidance {official}")
+    p.add_argument(
+        "--audio-scale", type=float, default=defaults.AUDIO_GUIDANCE, help=f"audio+emotion guidance {official}"
+    )
+    p.add_argument(
+        "--resolution", type=int, default=defaults.RESOLUTION, help=f"short side of the generated video {official}"
+    )
     p.add_argument(
         "--face-box",
         type=lambda s: tuple(float(v) for v in s.split(",")),
         help="x,y,w,h of the face in the portrait's pixels (skips face detection)",
     )
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-interpolate", action="store_true", help="skip RIFE: write 12.5 fps instead of 25 fps")
     return p.parse_args(argv)
@@ -61,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def resolve_emotion(value: str, models: Path) -> Emotion:
     """A preset/saved-emotion file, a preset name, or a text such as "slightly sad, then very happy"."""
+    from .emotion.compose import emotion_from_spec
+    from .emotion.presets import PresetLibrary, load_emotion
+
     candidate = Path(value)
     if candidate.suffix in (".npy", ".safetensors") and candidate.is_file():
         return load_emotion(candidate)
@@ -78,7 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.image is None or args.audio is None:
         print("--image and --audio are required (or use --check)", file=sys.stderr)
         return 2
-    from .session import DiceTalkSession  # heavy imports only when generating
+    # the models' code only when generating: --check and --help stay light
+    from tqdm import tqdm
+
+    from .pipeline import GenerationSettings
+    from .precision import Precision
+    from .sampler import SamplerSettings
+    from .session import DiceTalkSession
     from .video_io import write_video
 
     try:

@@ -29,39 +29,23 @@ import av
 import numpy as np
 import soxr
 import torch
-from transformers import WhisperConfig, WhisperFeatureExtractor
+from transformers import WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
 from .errors import CancelledError, CheckpointError, InputError
-from .model_files import WHISPER_CONFIG_FILES, WHISPER_WEIGHT_ALTERNATIVES, WHISPER_WEIGHTS
+from .rates import AUDIO_FPS, AUDIO_WINDOW, FRAME_STEP, MAX_AUDIO_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
-"""Rate of the waveform that Whisper reads."""
-FRAME_RATE = 25
-"""Audio frames per second (``audio_len`` units)."""
-SAMPLES_PER_FRAME = SAMPLE_RATE // FRAME_RATE
-"""640 samples (40 ms) per audio frame."""
 POSITIONS_PER_FRAME = 2
 """Whisper encoder positions (20 ms each) per audio frame."""
 PAD_FRONT = 4
 PAD_BACK = 6
-WINDOW = 10
-"""Encoder positions per video-frame window."""
-DEFAULT_STEP = 2
-"""Audio frames per generated video frame (12.5 fps)."""
-GENERATION_FPS = FRAME_RATE / DEFAULT_STEP
-"""Generated video frames per second of speech at the official step (12.5)."""
-DEFAULT_MAX_FRAMES = 10_000
-"""Official ``frame_num``: at most 10000 audio frames (400 s) are used."""
 SILENCE_PEAK = 1e-4
 """Audio whose peak amplitude stays at or below this (-80 dBFS, ~3 steps of 16-bit) counts as silent."""
 RESAMPLER_MARGIN_SECONDS = 1.0
 """Extra source audio kept after the last needed sample so the resampler's filter sees real data."""
 
-_ENCODER_PREFIXES = ("model.encoder.", "encoder.")
 _INT_FULL_SCALE = {"u8": 128.0, "s16": 2.0**15, "s32": 2.0**31, "s64": 2.0**63}
 
 ProgressFn = Callable[[int, int], None]
@@ -241,14 +225,14 @@ def _check_not_silent(waveform: np.ndarray) -> None:
         )
 
 
-def audio_frame_count(n_samples_16k: int, max_frames: int | None = DEFAULT_MAX_FRAMES) -> int:
+def audio_frame_count(n_samples_16k: int, max_frames: int | None = MAX_AUDIO_FRAMES) -> int:
     """``audio_len``: whole 40 ms frames in the 16 kHz waveform, capped at ``max_frames`` (logged)."""
     audio_len = n_samples_16k // SAMPLES_PER_FRAME
     if max_frames is not None and audio_len > max_frames:
         logger.warning(
             "Audio is longer than max_frames=%d frames (%.1f s); the rest is ignored. Raise max_frames to use more.",
             max_frames,
-            max_frames / FRAME_RATE,
+            max_frames / AUDIO_FPS,
         )
         return max_frames
     return audio_len
@@ -357,60 +341,6 @@ class WhisperAudioEncoder:
         return states
 
 
-def build_whisper_encoder(config: WhisperConfig, state: StateDict, *, source: str) -> WhisperEncoder:
-    """A ``WhisperEncoder`` built from ``config`` with the encoder tensors of ``state`` loaded strictly.
-
-    ``state`` may be a ``WhisperModel`` (``encoder.*``) or a ``WhisperForConditionalGeneration``
-    (``model.encoder.*``) state dict; decoder tensors are ignored.
-
-    Raises:
-        CheckpointError: no encoder tensors, or they do not fit ``config``.
-    """
-    prefix = next((p for p in _ENCODER_PREFIXES if any(k.startswith(p) for k in state)), None)
-    if prefix is None:
-        raise CheckpointError(
-            f"{source} holds no Whisper encoder weights (keys 'encoder.*' or 'model.encoder.*'); it looks "
-            f"like {describe_state_dict(state)}. Use the whisper-tiny model.safetensors."
-        )
-    encoder_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    encoder = WhisperEncoder(config)
-    load_strict(encoder, encoder_state, source=source, what="the Whisper encoder described by config.json")
-    return encoder.eval()
-
-
-def load_whisper(
-    folder: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> WhisperAudioEncoder:
-    """Load whisper-tiny (feature extractor + encoder) from a local Hugging Face folder, offline.
-
-    The folder needs ``config.json``, ``preprocessor_config.json`` and ``model.safetensors`` (preferred)
-    or ``pytorch_model.bin`` (read weights-only). The official run uses float32.
-
-    Raises:
-        CheckpointError: the folder or a file is missing or unreadable, or the weights do not fit.
-    """
-    folder = Path(folder)
-    weight_names = (WHISPER_WEIGHTS, *WHISPER_WEIGHT_ALTERNATIVES)
-    needed = f"{', '.join(WHISPER_CONFIG_FILES)} and {' or '.join(weight_names)}"
-    if not folder.is_dir():
-        raise CheckpointError(
-            f"Whisper folder not found: {folder}. Download openai/whisper-tiny there; it needs {needed}."
-        )
-    missing = [name for name in WHISPER_CONFIG_FILES if not (folder / name).is_file()]
-    weights = next((folder / n for n in weight_names if (folder / n).is_file()), None)
-    if weights is None:
-        missing.append(" or ".join(weight_names))
-    if missing:
-        raise CheckpointError(f"Whisper folder {folder} lacks {', '.join(missing)}; it needs {needed}.")
-    try:
-        config = WhisperConfig.from_pretrained(folder, local_files_only=True)
-        feature_extractor = WhisperFeatureExtractor.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"Could not read the Whisper configuration in {folder}: {err}") from err
-    encoder = build_whisper_encoder(config, read_state_dict(weights), source=str(weights))
-    return WhisperAudioEncoder(feature_extractor, encoder.to(device=device, dtype=dtype))
-
-
 # ---------------------------------------------------------------------------------------------- windows
 
 
@@ -431,7 +361,7 @@ def pad_hidden_states(states: torch.Tensor, audio_len: int) -> torch.Tensor:
     return padded
 
 
-def frame_windows(padded: torch.Tensor, audio_len: int, step: int = DEFAULT_STEP) -> torch.Tensor:
+def frame_windows(padded: torch.Tensor, audio_len: int, step: int = FRAME_STEP) -> torch.Tensor:
     """One 10-position window per video frame: frame ``i`` starts at ``2 * step * i``.
 
     Args:
@@ -441,7 +371,7 @@ def frame_windows(padded: torch.Tensor, audio_len: int, step: int = DEFAULT_STEP
         ``(audio_len // step, 10, L+1, D)``, a strided view of ``padded``.
     """
     count = audio_len // step
-    windows = padded[0].unfold(0, WINDOW, POSITIONS_PER_FRAME * step)[:count]
+    windows = padded[0].unfold(0, AUDIO_WINDOW, POSITIONS_PER_FRAME * step)[:count]
     return windows.permute(0, 3, 1, 2)
 
 
@@ -450,8 +380,8 @@ def audio_windows(
     samples: np.ndarray | torch.Tensor,
     sample_rate: int,
     *,
-    step: int = DEFAULT_STEP,
-    max_frames: int | None = DEFAULT_MAX_FRAMES,
+    step: int = FRAME_STEP,
+    max_frames: int | None = MAX_AUDIO_FRAMES,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> AudioWindows:
@@ -494,8 +424,8 @@ def audio_file_windows(
     whisper: WhisperAudioEncoder,
     path: str | Path,
     *,
-    step: int = DEFAULT_STEP,
-    max_frames: int | None = DEFAULT_MAX_FRAMES,
+    step: int = FRAME_STEP,
+    max_frames: int | None = MAX_AUDIO_FRAMES,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> AudioWindows:

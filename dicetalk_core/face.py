@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import defaults
 from .errors import DiceTalkError, InputError
 from .image_io import as_rgb_u8
 
-DEFAULT_MIN_RESOLUTION = 512
+DEFAULT_MIN_RESOLUTION = defaults.RESOLUTION
 DEFAULT_AREA = 1.1
 DEFAULT_EXPAND_RATIO = 0.5
-SIZE_MULTIPLE = 64
+SIZE_MULTIPLE = defaults.RESOLUTION_MULTIPLE
 CLIP_SIZE = 224
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

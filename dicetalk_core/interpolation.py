@@ -5,23 +5,18 @@ DICE-Talk ships RIFE's IFNet "HDv3" (three coarse-to-fine flow blocks of 90 chan
 become 2N-1 (``[f0, m0, f1, ..., m(N-2), f(N-1)]``). The middle frame is the flow-warped blend of the
 two neighbours at time 0.5, computed in float32 with the block scales (4, 2, 1).
 
-The file is a ``torch.save``d dict whose keys carry the ``module.`` prefix of a DataParallel wrapper.
-It also holds a fourth block, ``block_tea`` (the "teacher" used only while training RIFE, 760,415
-parameters); inference never runs it, so :func:`load_rife` drops those keys and the model here has
-no such block.
+The weights are read by :func:`~dicetalk_core.loaders.rife.load_rife`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import StateDict, load_strict, read_state_dict
 from .errors import CancelledError, InputError
 
 logger = logging.getLogger(__name__)
@@ -31,12 +26,6 @@ BLOCK_SCALES = (4.0, 2.0, 1.0)
 
 SIZE_MULTIPLE = 16
 """Frame sides must be multiples of this for the blocks' down/up-sampling to round-trip."""
-
-OFFICIAL_PREFIX = "module."
-"""Prefix of every key in the official ``flownet.pkl`` (written from a DataParallel wrapper)."""
-
-TRAINING_ONLY_PREFIX = "block_tea."
-"""Keys of the teacher block: present in the official file, unused at inference, ignored on load."""
 
 _CHANNELS = 90
 _IN_CHANNELS = 3 + 3 + 1 + 4  # both warped images, the blend mask, the 4-channel flow
@@ -115,7 +104,7 @@ class IFNet(nn.Module):
     """RIFE IFNet HDv3 at inference: two frames -> the frame halfway between them.
 
     Parameter names match the official ``flownet.pkl`` once ``module.`` is stripped and the
-    training-only ``block_tea.*`` keys are dropped (see :func:`load_rife`).
+    training-only ``block_tea.*`` keys are dropped (see :func:`~dicetalk_core.loaders.rife.load_rife`).
     """
 
     def __init__(self) -> None:
@@ -148,38 +137,6 @@ class IFNet(nn.Module):
 def _swap_flow(flow: torch.Tensor) -> torch.Tensor:
     """(B,4,H,W) flows (to img0, to img1) -> (to img1, to img0)."""
     return torch.cat((flow[:, 2:4], flow[:, :2]), 1)
-
-
-def official_to_ifnet_keys(state: Mapping[str, torch.Tensor]) -> StateDict:
-    """Map the official ``flownet.pkl`` dict to :class:`IFNet` names.
-
-    Strips a leading ``module.`` and drops the training-only ``block_tea.*`` keys. Any other key is
-    kept as is, so that a strict load reports it.
-    """
-    renamed = {k.removeprefix(OFFICIAL_PREFIX): v for k, v in state.items()}
-    dropped = [k for k in renamed if k.startswith(TRAINING_ONLY_PREFIX)]
-    if dropped:
-        logger.debug("RIFE: ignoring %d training-only %s* tensors", len(dropped), TRAINING_ONLY_PREFIX)
-    return {k: v for k, v in renamed.items() if not k.startswith(TRAINING_ONLY_PREFIX)}
-
-
-def load_rife(path: str | Path, *, device: torch.device | str = "cpu") -> IFNet:
-    """Load the official ``flownet.pkl`` (weights-only) strictly into a float32 :class:`IFNet` in eval mode.
-
-    Raises:
-        CheckpointError: the file is unreadable or its tensors do not fit IFNet HDv3.
-    """
-    state = official_to_ifnet_keys(read_state_dict(path))
-    model = load_strict(IFNet(), state, source=str(path), what="the RIFE frame interpolator (IFNet HDv3)")
-    return model.to(device=device, dtype=torch.float32).eval()
-
-
-def output_fps(fps: float, *, interpolated: bool) -> float:
-    """Frame rate of the written video: doubled by interpolation.
-
-    The 2N-1 frames at ``2*fps`` last half a source frame less than the N source frames at ``fps``.
-    """
-    return 2.0 * fps if interpolated else fps
 
 
 def interpolate_frames(

@@ -1,4 +1,5 @@
-"""DICE-Talk generation: composes the front ends, the models, the sampler and the decoder.
+"""DICE-Talk generation, the top of the engine: settings, initial noise, reference encoding, conditioning,
+and :func:`generate`, which composes the front ends' outputs, the models, the sampler and the decode.
 
 No math of its own beyond arranging tensors the way the official pipeline feeds them.
 """
@@ -7,70 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
-from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
+from diffusers import AutoencoderKLTemporalDecoder
 from transformers import CLIPVisionModelWithProjection
 
-from .errors import CancelledError, InputError
+from . import defaults
+from .emotion.conditioning import EmotionConditioning
+from .errors import InputError
 from .fast_mode import FastMode
-from .memory import decode_clips_per_call, decode_frame_bytes
-from .models import AudioProjection, EmotionModel, PoseGuider
+from .memory import decode_frame_bytes
+from .models import AudioProjection, PoseGuider
+from .models.bundle import DiceTalkModels
 from .precision import Precision
 from .sampler import ClipConditioning, SamplerSettings, WindowResult, sample
-from .unet_adapters import DiceUNet
-from .vae_decode import decode_clip
+from .vae_decode import decode_latents
 
 REFERENCE_LATENT_SCALE = 0.18215  # the official code scales by this literal, not by the VAE config
 POSE_GUIDER_BATCH = 8  # identical frames the pose guider runs on (see pose_features)
-STAGE_MODULES = {
-    "conditioning": ("vae", "image_encoder", "pose_guider", "audio_projection"),
-    "sampling": ("unet",),
-    "decode": ("vae",),
-}
-"""The stages of :func:`generate`, in order, and the modules each one runs."""
-
-
-@dataclass
-class DiceTalkModels:
-    """Every module of a DICE-Talk run (whisper is separate: see ``audio``)."""
-
-    unet: DiceUNet
-    vae: AutoencoderKLTemporalDecoder
-    image_encoder: CLIPVisionModelWithProjection
-    pose_guider: PoseGuider
-    audio_projection: AudioProjection
-    emotion_model: EmotionModel
-    scheduler: EulerDiscreteScheduler
-
-    MODULES: ClassVar[tuple[str, ...]] = (
-        "unet",
-        "vae",
-        "image_encoder",
-        "pose_guider",
-        "audio_projection",
-        "emotion_model",
-    )
-    """The module fields (the scheduler holds no weights)."""
-    CONDITIONING_MODULES: ClassVar[tuple[str, ...]] = ("audio_projection", "emotion_model")
-    """The modules that run in ``Precision.conditioning``; the others run in ``Precision.diffusion``."""
-
-    @classmethod
-    def module_dtype(cls, name: str, precision: Precision) -> torch.dtype:
-        """The dtype the module field ``name`` runs in."""
-        return precision.conditioning if name in cls.CONDITIONING_MODULES else precision.diffusion
-
-    def to_precision(self, precision: Precision) -> DiceTalkModels:
-        """Move and cast every module according to ``precision`` (in place); returns self."""
-        for name in self.MODULES:
-            getattr(self, name).to(device=precision.device, dtype=self.module_dtype(name, precision)).eval()
-        return self
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Settings of one video; defaults are the official inference config.
+    """Settings of one video; defaults are the official inference config (:mod:`.defaults`).
 
     Attributes:
         decode_chunk_size: frames per temporal-decoder clip (official 10; other values change the video).
@@ -82,7 +42,7 @@ class GenerationSettings:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     adapter_scales: tuple[float, float] = (1.0, 1.0)
     noise_aug_strength: float = 0.0
-    decode_chunk_size: int = 10
+    decode_chunk_size: int = defaults.DECODE_CHUNK
     decode_clips_per_call: int | str = "auto"
     fast: FastMode = field(default_factory=FastMode)
 
@@ -122,43 +82,6 @@ def audio_tokens(projection: AudioProjection, windows: torch.Tensor) -> tuple[to
     cond = torch.cat([projection(window[None]) for window in windows])
     uncond = projection(torch.zeros_like(windows[:1]))[0]
     return cond, uncond
-
-
-@dataclass(frozen=True)
-class EmotionConditioning:
-    """Emotion tokens for the sampler.
-
-    Attributes:
-        cond: ``(T, C)`` for the whole clip or ``(N, T, C)`` one per generated frame.
-        uncond: ``(T, C)`` the model's tokens for a zero prior (not zero tokens).
-    """
-
-    cond: torch.Tensor
-    uncond: torch.Tensor
-
-    def per_frame(self, n_frames: int) -> torch.Tensor:
-        """``(n_frames, T, C)`` conditional tokens."""
-        if self.cond.ndim == 2:
-            return self.cond[None].expand(n_frames, -1, -1)
-        if self.cond.shape[0] != n_frames:
-            raise InputError(f"The emotion has {self.cond.shape[0]} frames but the audio gives {n_frames}.")
-        return self.cond
-
-
-@torch.no_grad()
-def emotion_tokens(model: EmotionModel, prior: torch.Tensor, retrieval: bool = False) -> EmotionConditioning:
-    """Emotion prior ``(in_dim,)``, ``(1, in_dim)`` or per frame ``(N, in_dim)`` -> :class:`EmotionConditioning`.
-
-    ``retrieval=False`` (the official inference default) attends to the whole emotion bank;
-    ``retrieval=True`` to the prior's nearest prototype only.
-    """
-    param = next(model.parameters())
-    prior = prior.to(device=param.device, dtype=param.dtype)
-    per_frame = prior.ndim == 2 and prior.shape[0] > 1
-    frames = prior.reshape(1, -1, 1, 1, prior.shape[-1])
-    cond = model(frames, retrieval=retrieval).tokens[0]
-    uncond = model(torch.zeros_like(frames[:, :1]), retrieval=retrieval).tokens[0, 0]
-    return EmotionConditioning(cond if per_frame else cond[0], uncond)
 
 
 @torch.no_grad()
@@ -206,51 +129,6 @@ def encode_reference(
 def pad_frames(per_frame: torch.Tensor, padding: torch.Tensor, count: int) -> torch.Tensor:
     """``(N, T, C)`` (or one ``(T, C)`` broadcast to ``n_frames``) + ``count`` copies of ``padding (T, C)``."""
     return torch.cat([per_frame, padding[None].expand(count, -1, -1)])
-
-
-@torch.no_grad()
-def decode_latents(
-    vae: AutoencoderKLTemporalDecoder,
-    latents: torch.Tensor,
-    num_frames: int,
-    chunk_size: int,
-    should_stop: Callable[[], bool] | None = None,
-    clips_per_call: int | str = 1,
-) -> torch.Tensor:
-    """Decode ``(1, L, 4, h, w)`` latents in temporal-decoder clips of ``chunk_size`` frames.
-
-    Each clip is decoded as its own clip (boundaries at multiples of ``chunk_size`` from frame 0, as
-    in the official code); clips past the first ``num_frames`` frames (the padding) are skipped. Several
-    whole clips may share one VAE call (``clips_per_call``, or ``"auto"``: as many as free memory
-    allows): the clips stay independent, so the frames are the same. Each call's frames go at once
-    into the CPU output. Each call goes through :func:`~.vae_decode.decode_clip`: the same frames
-    (up to float rounding) with about half the working memory of ``vae.decode``.
-
-    Returns:
-        ``(num_frames, 3, H, W)`` float32 in [0, 1].
-    """
-    if num_frames < 1:
-        raise InputError(f"Nothing to decode: num_frames is {num_frames}; it must be at least 1.")
-    flat = latents.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor
-    end = min(flat.shape[0], -(-num_frames // chunk_size) * chunk_size)
-    if clips_per_call == "auto":
-        clips_per_call = decode_clips_per_call(vae, flat.shape[-2:], chunk_size, flat.device)
-    step = chunk_size * max(1, int(clips_per_call))
-    frames: torch.Tensor | None = None
-    for begin in range(0, end, step):
-        if should_stop is not None and should_stop():
-            raise CancelledError("Generation cancelled.")
-        stop = min(begin + step, end)
-        whole = begin + (stop - begin) // chunk_size * chunk_size  # whole clips go in one call
-        for lo, hi, clip in ((begin, whole, chunk_size), (whole, stop, stop - whole)):
-            if hi > lo:
-                decoded = (decode_clip(vae, flat[lo:hi], clip).float() * 0.5 + 0.5).clamp(0, 1)
-                if frames is None:
-                    frames = torch.empty((num_frames, *decoded.shape[1:]), dtype=torch.float32)
-                kept = min(hi, num_frames) - lo
-                frames[lo : lo + kept] = decoded[:kept]
-                del decoded
-    return frames
 
 
 @torch.no_grad()
@@ -332,9 +210,9 @@ def generate(
 
     Args:
         audio_windows: ``(N, w, layers, channels)`` whisper windows, one per generated frame.
-        emotion: emotion tokens from :func:`emotion_tokens` (whole clip or per frame).
+        emotion: emotion tokens (whole clip or per frame), see :mod:`.emotion.conditioning`.
         seed / noise: exactly one; the seed draws :class:`InitialNoise` in the official order.
-        on_stage: called before each stage of :data:`STAGE_MODULES` with its name and the working
+        on_stage: called before each stage of :data:`~.models.bundle.STAGE_MODULES` with its name and the working
             memory it needs beyond its modules (bytes; 0 when small), so a caller can load just
             those modules and make room for them.
 

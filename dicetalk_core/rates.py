@@ -14,6 +14,8 @@ FRAME_STEP = 2
 """Audio frames per generated video frame."""
 GENERATION_FPS = AUDIO_FPS / FRAME_STEP
 """Generated video frames per second of speech (12.5)."""
+AUDIO_WINDOW = 10
+"""Whisper encoder positions (20 ms each) in one generated frame's audio window."""
 MAX_AUDIO_FRAMES = 10_000
 """At most this many audio frames (400 s) are used, as the official ``frame_num``."""
 

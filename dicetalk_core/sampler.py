@@ -20,14 +20,16 @@ from dataclasses import dataclass
 import torch
 from diffusers import EulerDiscreteScheduler
 
+from . import defaults
 from .errors import CancelledError, InputError
 from .fast_mode import FULL, REUSE, FastMode, compiled_unet
+from .rates import GENERATION_FPS
 from .unet_adapters import DiceUNet
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Sampling settings; defaults are the official inference config (``dice_talk.yaml``).
+    """Sampling settings; defaults are the official inference config (:mod:`.defaults`).
 
     Attributes:
         steps: denoising steps.
@@ -42,16 +44,16 @@ class SamplerSettings:
         motion_bucket_id_exp: third added time id.
     """
 
-    steps: int = 25
-    window: int = 25
-    overlap: int = 0
-    shift_offset: int = 7
-    ref_guidance: tuple[float, float] = (3.0, 3.0)
-    audio_guidance: tuple[float, float] = (6.0, 6.0)
+    steps: int = defaults.STEPS
+    window: int = defaults.WINDOW
+    overlap: int = defaults.OVERLAP
+    shift_offset: int = defaults.SHIFT_OFFSET
+    ref_guidance: tuple[float, float] = (defaults.REF_GUIDANCE, defaults.REF_GUIDANCE)
+    audio_guidance: tuple[float, float] = (defaults.AUDIO_GUIDANCE, defaults.AUDIO_GUIDANCE)
     strength: float = 1.0
-    fps: float = 12.5
-    motion_bucket_id: float = 8.0
-    motion_bucket_id_exp: float = 16.0
+    fps: float = GENERATION_FPS
+    motion_bucket_id: float = float(defaults.MOTION_BUCKET_ID)
+    motion_bucket_id_exp: float = float(defaults.MOTION_BUCKET_ID_EXP)
 
     def validate(self) -> None:
         if self.steps < 1:

@@ -16,18 +16,23 @@ from PIL import Image
 from torch import nn
 
 from . import audio as audio_frontend
+from . import defaults
 from .emotion.conditioning import emotion_conditioning
 from .emotion.presets import load_emotion
 from .emotion.value import Emotion
 from .errors import InputError
 from .face import FaceBox, prepare_portrait
-from .interpolation import IFNet, interpolate_frames, load_rife, output_fps
-from .loading import ModelFiles, check_whisper_fits, read_dice_talk_models
+from .interpolation import IFNet, interpolate_frames
+from .loaders.dice_talk import ModelFiles, read_dice_talk_models
+from .loaders.rife import load_rife
+from .loaders.stages import StageLoader, release
+from .loaders.whisper import check_whisper_fits, load_whisper
 from .model_files import RIFE_FILE, WHISPER_FOLDER, default_svd_path
-from .pipeline import DiceTalkModels, GenerationSettings, ReferenceInputs, generate
+from .models.bundle import DiceTalkModels
+from .pipeline import GenerationSettings, ReferenceInputs, generate
 from .precision import Precision
+from .rates import GENERATION_FPS, interpolated_fps
 from .sampler import WindowResult
-from .stage_loading import StageLoader, release
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -49,7 +54,7 @@ class DiceTalkSession:
     Attributes:
         stage_loader: None (default) keeps every model loaded; with one (``from_folder(low_memory=True)``)
             only the running stage's models are loaded and the others are read again from their files
-            when needed (see ``stage_loading``).
+            when needed (see ``loaders.stages``).
     """
 
     models: DiceTalkModels
@@ -70,7 +75,7 @@ class DiceTalkSession:
         """Load the DICE-Talk files, whisper-tiny, SVD-xt and (optionally) RIFE; see ``model_files``.
 
         With ``low_memory`` every file is read and checked here, then released; each run reads the
-        models of each stage again when it starts and releases them when it ends (see ``stage_loading``).
+        models of each stage again when it starts and releases them when it ends (see ``loaders.stages``).
         """
         models_dir = Path(models_dir)
         precision = precision or Precision.resolve("auto")
@@ -91,7 +96,7 @@ class DiceTalkSession:
 
         models = read_dice_talk_models(files, read)
         whisper = _load_whisper(whisper_folder, precision)
-        check_whisper_fits(models, whisper, whisper_folder)
+        check_whisper_fits(models.audio_projection, whisper, whisper_folder)
         if low_memory:
             release(whisper.encoder)
         rife = read("rife") if interpolate else None
@@ -115,10 +120,10 @@ class DiceTalkSession:
         emotion: Emotion | torch.Tensor | str | Path,
         settings: GenerationSettings | None = None,
         *,
-        seed: int = 72589,
+        seed: int = defaults.SEED,
         retrieval: bool = False,
         face_box: FaceBox | tuple[float, float, float, float] | None = None,
-        min_resolution: int = 512,
+        min_resolution: int = defaults.RESOLUTION,
         progress: ProgressFn | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> VideoResult:
@@ -184,7 +189,7 @@ class DiceTalkSession:
             should_stop=should_stop,
             on_stage=lambda stage, _memory: self._enter(stage),
         )
-        fps = audio_frontend.GENERATION_FPS  # the frame rate of the frames, not the fps micro-condition
+        fps = GENERATION_FPS  # the frame rate of the frames, not the fps micro-condition
         if self.rife is not None and frames.shape[0] > 1:
             self._enter("interpolation")
             frames = interpolate_frames(
@@ -193,13 +198,13 @@ class DiceTalkSession:
                 should_stop=should_stop,
                 progress=None if progress is None else lambda d, t: progress("interpolate", d, t),
             )
-            fps = output_fps(fps, interpolated=True)
+            fps = interpolated_fps(fps)
         mono = audio_frontend.as_channels_first(samples)
         return VideoResult(frames, fps, mono, rate)
 
 
 def _load_whisper(folder: Path, precision: Precision) -> audio_frontend.WhisperAudioEncoder:
-    return audio_frontend.load_whisper(folder, device=precision.device, dtype=precision.conditioning)
+    return load_whisper(folder, device=precision.device, dtype=precision.conditioning)
 
 
 def _open_image(image: object) -> object:

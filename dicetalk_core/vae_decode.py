@@ -1,4 +1,5 @@
-"""One temporal-VAE clip decoded with stock modules, holding about half the memory of ``vae.decode``.
+"""The VAE decode: latents -> frames in temporal-decoder clips (:func:`decode_latents`), each clip decoded
+with stock modules holding about half the memory of ``vae.decode`` (:func:`decode_clip`).
 
 SVD's temporal decoder (``TemporalDecoder`` in diffusers) runs every frame of a clip through each block
 at once. At the full-resolution blocks each ``(F, C0, H, W)`` tensor is large (80 MB for 10 frames at
@@ -29,6 +30,7 @@ temporal convolutions in strips.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,8 @@ from diffusers.models.resnet import AlphaBlender, ResnetBlock2D, SpatioTemporalR
 from diffusers.models.unets.unet_3d_blocks import UpBlockTemporalDecoder
 from torch import nn
 
+from .errors import CancelledError, InputError
+from .memory import decode_clips_per_call
 from .temporal_conv import conv_in_strips, temporal_convs_in_strips
 
 
@@ -166,3 +170,48 @@ def _temporal_resnet(resnet: TemporalResnetBlock, video: torch.Tensor) -> torch.
     hidden = conv_in_strips(resnet.conv1, F.silu(resnet.norm1(video), inplace=True))
     hidden = conv_in_strips(resnet.conv2, resnet.dropout(F.silu(resnet.norm2(hidden), inplace=True)))
     return hidden.add_(video)
+
+
+@torch.no_grad()
+def decode_latents(
+    vae: AutoencoderKLTemporalDecoder,
+    latents: torch.Tensor,
+    num_frames: int,
+    chunk_size: int,
+    should_stop: Callable[[], bool] | None = None,
+    clips_per_call: int | str = 1,
+) -> torch.Tensor:
+    """Decode ``(1, L, 4, h, w)`` latents in temporal-decoder clips of ``chunk_size`` frames.
+
+    Each clip is decoded as its own clip (boundaries at multiples of ``chunk_size`` from frame 0, as
+    in the official code); clips past the first ``num_frames`` frames (the padding) are skipped. Several
+    whole clips may share one VAE call (``clips_per_call``, or ``"auto"``: as many as free memory
+    allows): the clips stay independent, so the frames are the same. Each call's frames go at once
+    into the CPU output. Each call goes through :func:`decode_clip`: the same frames
+    (up to float rounding) with about half the working memory of ``vae.decode``.
+
+    Returns:
+        ``(num_frames, 3, H, W)`` float32 in [0, 1].
+    """
+    if num_frames < 1:
+        raise InputError(f"Nothing to decode: num_frames is {num_frames}; it must be at least 1.")
+    flat = latents.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor
+    end = min(flat.shape[0], -(-num_frames // chunk_size) * chunk_size)
+    if clips_per_call == "auto":
+        clips_per_call = decode_clips_per_call(vae, flat.shape[-2:], chunk_size, flat.device)
+    step = chunk_size * max(1, int(clips_per_call))
+    frames: torch.Tensor | None = None
+    for begin in range(0, end, step):
+        if should_stop is not None and should_stop():
+            raise CancelledError("Generation cancelled.")
+        stop = min(begin + step, end)
+        whole = begin + (stop - begin) // chunk_size * chunk_size  # whole clips go in one call
+        for lo, hi, clip in ((begin, whole, chunk_size), (whole, stop, stop - whole)):
+            if hi > lo:
+                decoded = (decode_clip(vae, flat[lo:hi], clip).float() * 0.5 + 0.5).clamp(0, 1)
+                if frames is None:
+                    frames = torch.empty((num_frames, *decoded.shape[1:]), dtype=torch.float32)
+                kept = min(hi, num_frames) - lo
+                frames[lo : lo + kept] = decoded[:kept]
+                del decoded
+    return frames

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ..dicetalk_core import audio as audio_frontend
-from ..dicetalk_core.audio import GENERATION_FPS
 from ..dicetalk_core.errors import InputError
+from ..dicetalk_core.rates import GENERATION_FPS
 from .common import progress_bar, stop_requested
 from .model_management import DiceTalkBundle
 

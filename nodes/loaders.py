@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 
-from ..dicetalk_core.audio import load_whisper
-from ..dicetalk_core.loading import check_whisper_fits, load_dice_talk_models
+from ..dicetalk_core.loaders.dice_talk import load_dice_talk_models
+from ..dicetalk_core.loaders.whisper import check_whisper_fits, load_whisper
 from ..dicetalk_core.model_files import UNET_FILE
 from .model_management import DiceTalkBundle, resolve_dtype
 from .paths import files_stamp, find_dice_talk_dir, loader_paths, resolve_svd, svd_options, whisper_dir
@@ -61,5 +61,5 @@ class DICEModelLoader:
             find_dice_talk_dir(UNET_FILE), resolve_svd(svd_model), device=device, dtype=dtype
         )
         whisper = load_whisper(whisper_dir(), device=device)
-        check_whisper_fits(models, whisper, whisper_dir())
+        check_whisper_fits(models.audio_projection, whisper, whisper_dir())
         return (DiceTalkBundle(models, whisper, dtype),)

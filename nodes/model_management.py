@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..dicetalk_core.audio import WhisperAudioEncoder
-from ..dicetalk_core.pipeline import DiceTalkModels
+from ..dicetalk_core.models.bundle import DiceTalkModels
 from ..dicetalk_core.precision import DTYPES, Precision
 
 MANAGED_PARTS = ("unet", "vae", "image_encoder", "pose_guider", "audio_projection", "emotion_model")

@@ -6,14 +6,18 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
-from ..dicetalk_core.audio import GENERATION_FPS
+from ..dicetalk_core import defaults
+from ..dicetalk_core.emotion.conditioning import EmotionConditioning
 from ..dicetalk_core.errors import InputError
 from ..dicetalk_core.face import prepare_portrait
 from ..dicetalk_core.fast_mode import FastMode
 from ..dicetalk_core.image_io import as_rgb_u8
-from ..dicetalk_core.interpolation import IFNet, interpolate_frames, load_rife, output_fps
+from ..dicetalk_core.interpolation import IFNet, interpolate_frames
+from ..dicetalk_core.loaders.rife import load_rife
 from ..dicetalk_core.model_files import RIFE_FILE
-from ..dicetalk_core.pipeline import STAGE_MODULES, EmotionConditioning, GenerationSettings, ReferenceInputs, generate
+from ..dicetalk_core.models.bundle import STAGE_MODULES
+from ..dicetalk_core.pipeline import GenerationSettings, ReferenceInputs, generate
+from ..dicetalk_core.rates import GENERATION_FPS, interpolated_fps
 from ..dicetalk_core.sampler import SamplerSettings
 from .audio import AudioFeatures
 from .common import progress_bar, sampling_progress, stop_requested
@@ -22,7 +26,6 @@ from .model_management import DiceTalkBundle, patcher_for
 from .paths import find_dice_talk_dir
 
 CATEGORY = "DICE-Talk"
-OFFICIAL_SEED = 72589
 
 
 def trim_audio(waveform: torch.Tensor, sample_rate: int, seconds: float) -> dict:
@@ -69,75 +72,90 @@ class DICESampler:
                 "seed": (
                     "INT",
                     {
-                        "default": OFFICIAL_SEED,
+                        "default": defaults.SEED,
                         "min": 0,
                         "max": 0xFFFFFFFFFFFFFFFF,
-                        "tooltip": "Same seed, same video (on any device). Official 72589.",
+                        "tooltip": f"Same seed, same video (on any device). Official {defaults.SEED}.",
                     },
                 ),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 100, "tooltip": "Denoising steps (official 25)."}),
+                "steps": (
+                    "INT",
+                    {
+                        "default": defaults.STEPS,
+                        "min": 1,
+                        "max": 100,
+                        "tooltip": f"Denoising steps (official {defaults.STEPS}).",
+                    },
+                ),
                 "ref_guidance": (
                     "FLOAT",
                     {
-                        "default": 3.0,
+                        "default": defaults.REF_GUIDANCE,
                         "min": 0.0,
                         "max": 10.0,
                         "step": 0.1,
-                        "tooltip": "How strongly the video sticks to the portrait (official 3.0).",
+                        "tooltip": f"How strongly the video sticks to the portrait (official {defaults.REF_GUIDANCE}).",
                     },
                 ),
                 "audio_guidance": (
                     "FLOAT",
                     {
-                        "default": 6.0,
+                        "default": defaults.AUDIO_GUIDANCE,
                         "min": 0.0,
                         "max": 10.0,
                         "step": 0.1,
                         "tooltip": "How strongly lips and expression follow the audio and the emotion together "
-                        "(official 6.0; the release has no separate emotion scale).",
+                        f"(official {defaults.AUDIO_GUIDANCE}; the release has no separate emotion scale).",
                     },
                 ),
                 "motion_bucket_id": (
                     "INT",
-                    {"default": 8, "min": 0, "max": 255, "tooltip": "SVD motion bucket (official 8)."},
+                    {
+                        "default": defaults.MOTION_BUCKET_ID,
+                        "min": 0,
+                        "max": 255,
+                        "tooltip": f"SVD motion bucket (official {defaults.MOTION_BUCKET_ID}).",
+                    },
                 ),
                 "motion_bucket_id_exp": (
                     "INT",
                     {
-                        "default": 16,
+                        "default": defaults.MOTION_BUCKET_ID_EXP,
                         "min": 0,
                         "max": 255,
-                        "tooltip": "DICE-Talk's expression motion bucket (official 16).",
+                        "tooltip": f"DICE-Talk's expression motion bucket (official {defaults.MOTION_BUCKET_ID_EXP}).",
                     },
                 ),
                 "overlap": (
                     "INT",
                     {
-                        "default": 0,
+                        "default": defaults.OVERLAP,
                         "min": 0,
-                        "max": 24,
-                        "tooltip": "Frames shared by neighbouring 25-frame windows (official 0).",
+                        "max": defaults.WINDOW - 1,
+                        "tooltip": f"Frames shared by neighbouring {defaults.WINDOW}-frame windows "
+                        f"(official {defaults.OVERLAP}).",
                     },
                 ),
                 "fps_condition": (
                     "FLOAT",
                     {
-                        "default": 12.5,
+                        "default": GENERATION_FPS,
                         "min": 1.0,
                         "max": 60.0,
                         "step": 0.5,
-                        "tooltip": "The fps value the UNet is conditioned on (official 12.5). It does not change the "
-                        "output rate: the video always has 12.5 frames per second of speech.",
+                        "tooltip": f"The fps value the UNet is conditioned on (official {GENERATION_FPS:g}). It does "
+                        f"not change the output rate: the video always has {GENERATION_FPS:g} frames per second "
+                        "of speech.",
                     },
                 ),
                 "resolution": (
                     "INT",
                     {
-                        "default": 512,
-                        "min": 64,
+                        "default": defaults.RESOLUTION,
+                        "min": defaults.RESOLUTION_MULTIPLE,
                         "max": 2048,
-                        "step": 64,
-                        "tooltip": "Short side of the generated video (official 512).",
+                        "step": defaults.RESOLUTION_MULTIPLE,
+                        "tooltip": f"Short side of the generated video (official {defaults.RESOLUTION}).",
                     },
                 ),
             },
@@ -264,7 +282,7 @@ class DICEFrameInterpolation:
             progress=progress_bar(max(frames.shape[0] - 1, 1)),
             should_stop=stop_requested,
         ).permute(0, 2, 3, 1)
-        new_fps = output_fps(fps, interpolated=frames.shape[0] > 1)
+        new_fps = interpolated_fps(fps) if frames.shape[0] > 1 else fps
         if audio is not None:
             waveform = audio["waveform"][0]
             audio = trim_audio(waveform, int(audio["sample_rate"]), out.shape[0] / new_fps)

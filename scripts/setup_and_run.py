@@ -132,7 +132,7 @@ def _dice_talk(name: str) -> WeightEntry:
         name,
         HF_URL.format(repo=DICE_TALK_REPO, path=f"DICE-Talk/{name}"),
         CC_BY_NC_SA,
-        alternatives=(f"{stem}.safetensors",),  # as dicetalk_core.loading.find_weight_file accepts
+        alternatives=(f"{stem}.safetensors",),  # as dicetalk_core.loaders.dice_talk.find_weight_file accepts
         official_path=f"DICE-Talk/{name}",
     )
 

@@ -19,17 +19,17 @@ from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from dicetalk_core.audio import (
-    SAMPLE_RATE,
     WhisperAudioEncoder,
     audio_file_windows,
     audio_windows,
     frame_windows,
     load_audio_file,
-    load_whisper,
     pad_hidden_states,
     to_mono_16k,
 )
 from dicetalk_core.errors import CancelledError, CheckpointError, InputError
+from dicetalk_core.loaders.whisper import load_whisper
+from dicetalk_core.rates import SAMPLE_RATE
 
 TINY_WHISPER = {
     "d_model": 8,

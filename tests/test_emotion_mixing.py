@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from dicetalk_core.emotion import (
-    OFFICIAL_PRESETS,
     Emotion,
     Keyframe,
     MixComponent,
@@ -22,6 +21,7 @@ from dicetalk_core.emotion import (
     mix_priors,
 )
 from dicetalk_core.errors import InputError
+from dicetalk_core.model_files import OFFICIAL_PRESETS
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "presets"
 

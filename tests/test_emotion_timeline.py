@@ -10,10 +10,10 @@ from diffusers import EulerDiscreteScheduler
 from tiny_models import SCHEDULER_CONFIG
 
 from dicetalk_core.emotion import Emotion, Keyframe, Timeline, TimeMark
-from dicetalk_core.emotion.conditioning import distinct_tokens, emotion_conditioning
+from dicetalk_core.emotion.conditioning import emotion_conditioning
 from dicetalk_core.errors import InputError
 from dicetalk_core.models import EmotionModel
-from dicetalk_core.pipeline import emotion_tokens, pad_frames
+from dicetalk_core.pipeline import pad_frames
 from dicetalk_core.sampler import ClipConditioning, SamplerSettings, sample
 from dicetalk_core.unet_adapters import _window_mean
 
@@ -101,6 +101,12 @@ def tiny_emotion_model(seed: int = 5) -> EmotionModel:
     return EmotionModel(256, 32, 24, 4, 8, 8, (32, 16, 8, 22)).eval()
 
 
+def single_prior_tokens(model: EmotionModel, prior: torch.Tensor, retrieval: bool = False) -> torch.Tensor:
+    """``(T, C)``: the model's forward on one prior shaped as the release feeds it, ``(1, 1, 1, 1, D)``."""
+    with torch.no_grad():
+        return model(prior.reshape(1, 1, 1, 1, -1), retrieval=retrieval).tokens[0, 0]
+
+
 def test_per_frame_tokens_before_and_after_a_keyframe():
     model = tiny_emotion_model()
     a, b, _ = priors()
@@ -109,35 +115,41 @@ def test_per_frame_tokens_before_and_after_a_keyframe():
     )
     cond = emotion_conditioning(model, emotion, 50)
     assert cond.cond.shape == (50, 4, 32)
-    tokens_a, tokens_b = emotion_tokens(model, a).cond, emotion_tokens(model, b).cond
-    for f in range(19):  # held: the model's tokens of prior a
-        assert torch.allclose(cond.cond[f], tokens_a, atol=1e-6)
+    tokens_a, tokens_b = single_prior_tokens(model, a), single_prior_tokens(model, b)
+    for f in range(19):  # held: the model's tokens of prior a, bit for bit
+        assert torch.equal(cond.cond[f], tokens_a)
     for f in range(25, 50):
-        assert torch.allclose(cond.cond[f], tokens_b, atol=1e-6)
-    middle = emotion_tokens(model, emotion.priors(50)[22]).cond  # in the transition: the model's answer
-    assert torch.allclose(cond.cond[22], middle, atol=1e-6)
+        assert torch.equal(cond.cond[f], tokens_b)
+    middle = single_prior_tokens(model, emotion.priors(50)[22])  # in the transition: the model's answer
+    assert torch.equal(cond.cond[22], middle)
     assert not torch.allclose(cond.cond[22], tokens_a, atol=1e-3)
     assert not torch.allclose(cond.cond[22], tokens_b, atol=1e-3)
-    assert torch.equal(cond.uncond, emotion_tokens(model, a).uncond)
+    assert torch.equal(cond.uncond, single_prior_tokens(model, torch.zeros(256)))
 
 
 @pytest.mark.parametrize("retrieval", [False, True])
-def test_batched_tokens_are_the_models_own_per_prior(retrieval):
+def test_prior_tokens_are_each_priors_own_forward_bit_for_bit(retrieval):
     model = tiny_emotion_model()
     many = torch.randn(10, 256, generator=torch.Generator().manual_seed(2))
-    batched = distinct_tokens(model, many, retrieval=retrieval, chunk=3)
-    for prior, tokens in zip(many, batched, strict=True):
-        assert torch.allclose(tokens, emotion_tokens(model, prior, retrieval=retrieval).cond, atol=1e-6)
+    with torch.no_grad():
+        tokens = model.prior_tokens(many, retrieval=retrieval)
+    assert tokens.shape == (10, 4, 32)
+    for prior, prior_tokens in zip(many, tokens, strict=True):
+        assert torch.equal(prior_tokens, single_prior_tokens(model, prior, retrieval))
 
 
-def test_fixed_emotion_takes_the_single_prior_path_bit_for_bit():
+def test_fixed_and_held_emotions_take_one_path_bit_for_bit():
     model = tiny_emotion_model()
-    a, _, _ = priors()
-    cond = emotion_conditioning(model, Emotion.constant(a, "a"))
-    reference = emotion_tokens(model, a)
-    assert cond.cond.shape == (4, 32)
-    assert torch.equal(cond.cond, reference.cond) and torch.equal(cond.uncond, reference.uncond)
-    moving = Emotion.from_timeline(Timeline((Keyframe(a, TimeMark(0)), Keyframe(priors(1)[0], TimeMark(1)))))
+    a, b, _ = priors()
+    fixed = emotion_conditioning(model, Emotion.constant(a, "a"))
+    assert fixed.cond.shape == (4, 32)
+    assert torch.equal(fixed.cond, single_prior_tokens(model, a))
+    held_then_moving = Emotion.from_timeline(
+        Timeline((Keyframe(a, TimeMark(0)), Keyframe(a, TimeMark(1)), Keyframe(b, TimeMark(2), "hold")))
+    )
+    per_frame = emotion_conditioning(model, held_then_moving, 30).cond
+    assert all(torch.equal(per_frame[f], fixed.cond) for f in range(25))  # 2 s at 12.5 fps hold a
+    moving = Emotion.from_timeline(Timeline((Keyframe(a, TimeMark(0)), Keyframe(b, TimeMark(1)))))
     with pytest.raises(InputError, match="audio features"):
         emotion_conditioning(model, moving)
 
@@ -168,7 +180,7 @@ def test_sampler_windows_blend_a_keyframe_over_time():
     n, window, steps = 100, 25, 4
     emotion = Emotion.from_timeline(Timeline((Keyframe(a, TimeMark(0)), Keyframe(b, TimeMark(50, "f"), "hold"))))
     tokens = emotion_conditioning(model, emotion, n)
-    tok_a, tok_b = emotion_tokens(model, a).cond, emotion_tokens(model, b).cond
+    tok_a, tok_b = single_prior_tokens(model, a), single_prior_tokens(model, b)
     assert all(torch.allclose(tokens.cond[f], tok_a, atol=1e-6) for f in range(50))
     assert all(torch.allclose(tokens.cond[f], tok_b, atol=1e-6) for f in range(50, n))
 

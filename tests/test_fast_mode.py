@@ -9,9 +9,9 @@ from test_sampler import tiny_unet, unet_inputs
 
 from dicetalk_core.errors import InputError
 from dicetalk_core.fast_mode import FULL, REUSE, UNGUIDED, FastMode
+from dicetalk_core.models.layouts import SVD_XT_SCHEDULER_CONFIG
 from dicetalk_core.pipeline import GenerationSettings
 from dicetalk_core.sampler import ClipConditioning, SamplerSettings, sample
-from dicetalk_core.svd_components import SVD_XT_SCHEDULER_CONFIG
 
 SCHEDULER = SVD_XT_SCHEDULER_CONFIG
 BRANCH_VALUES = (1.0, 2.0, 4.0)  # what the stub predicts for [uncond, reference, full]

@@ -11,13 +11,9 @@ import pytest
 import torch
 
 from dicetalk_core.errors import CancelledError, CheckpointError, InputError
-from dicetalk_core.interpolation import (
-    IFNet,
-    interpolate_frames,
-    load_rife,
-    official_to_ifnet_keys,
-    output_fps,
-)
+from dicetalk_core.interpolation import IFNet, interpolate_frames
+from dicetalk_core.loaders.rife import load_rife, official_to_ifnet_keys
+from dicetalk_core.rates import interpolated_fps
 
 OFFICIAL_PARAMS = 3_038_015  # whole flownet.pkl, block_tea included (spec 2.8)
 UNUSED_PARAMS = 760_415  # block_tea
@@ -333,6 +329,5 @@ def test_bad_inputs_raise_input_error(frames, batch_size, message):
         interpolate_frames(frames, IFNet(), batch_size=batch_size)
 
 
-def test_output_fps():
-    assert output_fps(12.5, interpolated=True) == 25.0
-    assert output_fps(12.5, interpolated=False) == 12.5
+def test_interpolated_fps():
+    assert interpolated_fps(12.5) == 25.0

@@ -10,9 +10,9 @@ import torch
 from pickle_payload import MarkerPayload
 from safetensors.torch import save_file
 
-from dicetalk_core.checkpoints import read_state_dict
 from dicetalk_core.errors import CheckpointError
-from dicetalk_core.loading import (
+from dicetalk_core.loaders.checkpoints import read_state_dict
+from dicetalk_core.loaders.dice_talk import (
     build_dice_unet,
     build_on_meta,
     load_audio_projection,
@@ -172,7 +172,7 @@ def test_pickle_payload_is_never_executed(tmp_path):
 
 
 def test_selective_reading_of_a_safetensors_file(tmp_path):
-    from dicetalk_core.checkpoints import state_dict_keys
+    from dicetalk_core.loaders.checkpoints import state_dict_keys
 
     tensors = {"model.diffusion_model.w": torch.ones(2), "first_stage_model.w": torch.zeros(3)}
     save_file(tensors, str(tmp_path / "single.safetensors"))

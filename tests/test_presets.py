@@ -11,8 +11,9 @@ import pytest
 import torch
 from pickle_payload import MarkerPayload
 
-from dicetalk_core.emotion import OFFICIAL_PRESETS, find_preset, load_emotion_prior, save_emotion_prior
+from dicetalk_core.emotion import find_preset, load_emotion_prior, save_emotion_prior
 from dicetalk_core.errors import CheckpointError, InputError
+from dicetalk_core.model_files import OFFICIAL_PRESETS
 
 PRESETS = Path(__file__).resolve().parents[2] / "shared" / "presets"
 

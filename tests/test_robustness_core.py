@@ -21,7 +21,7 @@ from transformers import WhisperConfig, WhisperModel
 
 from dicetalk_core.errors import CheckpointError, InputError
 from dicetalk_core.image_io import ROWS_PER_BLOCK, as_rgb_u8
-from dicetalk_core.loading import load_dice_talk_models
+from dicetalk_core.loaders.dice_talk import load_dice_talk_models
 from dicetalk_core.model_files import SVD_FOLDER, WHISPER_FOLDER
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
 from dicetalk_core.precision import Precision

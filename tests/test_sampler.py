@@ -14,9 +14,10 @@ from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionM
 from diffusers.image_processor import IPAdapterMaskProcessor
 
 from dicetalk_core.models import PoseGuider
-from dicetalk_core.pipeline import POSE_GUIDER_BATCH, decode_latents, pose_features
+from dicetalk_core.pipeline import POSE_GUIDER_BATCH, pose_features
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.unet_adapters import DiceConditioning, install_dice_adapters
+from dicetalk_core.vae_decode import decode_latents
 
 CROSS = 16
 TOKENS = 3

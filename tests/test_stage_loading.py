@@ -11,11 +11,11 @@ from tiny_models import write_models_folder
 from torch import nn
 
 from dicetalk_core.errors import CancelledError
+from dicetalk_core.loaders.stages import SESSION_STAGES, StageLoader, is_released, release
 from dicetalk_core.pipeline import GenerationSettings
 from dicetalk_core.precision import Precision
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.session import DiceTalkSession
-from dicetalk_core.stage_loading import SESSION_STAGES, StageLoader, is_released, release
 
 RATE = 16000
 ALL_MODULES = {"whisper", "unet", "vae", "image_encoder", "pose_guider", "audio_projection", "emotion_model", "rife"}

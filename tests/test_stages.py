@@ -14,7 +14,8 @@ from dicetalk_core import audio as audio_frontend
 from dicetalk_core.emotion.conditioning import emotion_conditioning
 from dicetalk_core.emotion.presets import load_emotion
 from dicetalk_core.face import prepare_portrait
-from dicetalk_core.pipeline import STAGE_MODULES, GenerationSettings, ReferenceInputs, generate
+from dicetalk_core.models.bundle import STAGE_MODULES
+from dicetalk_core.pipeline import GenerationSettings, ReferenceInputs, generate
 from dicetalk_core.precision import Precision
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.session import DiceTalkSession

@@ -18,10 +18,9 @@ from safetensors.torch import save_file
 from test_svd_single_file import MANIFESTS, TINY_CONFIGS
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from dicetalk_core.checkpoints import read_state_dict
 from dicetalk_core.errors import CheckpointError
-from dicetalk_core.model_files import SVD_WEIGHT_FILES
-from dicetalk_core.svd_components import (
+from dicetalk_core.loaders.checkpoints import read_state_dict
+from dicetalk_core.loaders.svd import (
     SVD_XT,
     SVD_XT_IMAGE_ENCODER_CONFIG,
     SVD_XT_UNET_CONFIG,
@@ -32,7 +31,8 @@ from dicetalk_core.svd_components import (
     load_svd_components,
     load_svd_part,
 )
-from dicetalk_core.svd_single_file import convert_unet, split_checkpoint
+from dicetalk_core.loaders.svd_single_file import convert_unet, split_checkpoint
+from dicetalk_core.model_files import SVD_WEIGHT_FILES
 
 # Spec 7.1: Karras sigmas of 25 steps between 700 and 0.002, then 0.
 SPEC_SIGMAS = [

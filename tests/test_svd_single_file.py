@@ -35,9 +35,9 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from dicetalk_core.checkpoints import load_strict
 from dicetalk_core.errors import CheckpointError
-from dicetalk_core.svd_components import (
+from dicetalk_core.loaders.checkpoints import load_strict
+from dicetalk_core.loaders.svd import (
     SVD_XT_IMAGE_ENCODER_CONFIG,
     SVD_XT_SCHEDULER_CONFIG,
     SVD_XT_VAE_CONFIG,
@@ -45,7 +45,7 @@ from dicetalk_core.svd_components import (
     build_vae,
     load_svd_components,
 )
-from dicetalk_core.svd_single_file import (
+from dicetalk_core.loaders.svd_single_file import (
     CLIP_PREFIX,
     CONDITIONING_VAE_PREFIX,
     UNET_PREFIX,

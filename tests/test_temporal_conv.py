@@ -7,8 +7,8 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder
 from torch import nn
 
-from dicetalk_core.pipeline import decode_latents
 from dicetalk_core.temporal_conv import conv_in_strips, is_pointwise_in_space, strip_rows, temporal_convs_in_strips
+from dicetalk_core.vae_decode import decode_latents
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
-from dicetalk_core.svd_components import SVD_XT_SCHEDULER_CONFIG
+from dicetalk_core.models.layouts import SVD_XT_SCHEDULER_CONFIG
 from dicetalk_core.unet_adapters import install_dice_adapters
 
 WIDTH = 32

@@ -7,7 +7,6 @@ tokens, needs the models), ``expression`` and ``speech`` (transformers classifie
 from .compose import build_emotion, emotion_from_spec, parse_emotion_spec
 from .mixing import MAX_INTENSITY, SUPPORTED_INTENSITY, MixComponent, apply_intensity, mix_priors
 from .presets import (
-    OFFICIAL_PRESETS,
     PresetLibrary,
     find_preset,
     load_emotion,
@@ -17,13 +16,11 @@ from .presets import (
     saved_emotion_path,
 )
 from .text import parse_emotion_text, vocabulary
-from .timeline import GENERATION_FPS, Keyframe, Timeline, TimeMark
+from .timeline import Keyframe, Timeline, TimeMark
 from .value import Emotion, mix_emotions
 
 __all__ = [
-    "GENERATION_FPS",
     "MAX_INTENSITY",
-    "OFFICIAL_PRESETS",
     "SUPPORTED_INTENSITY",
     "Emotion",
     "Keyframe",

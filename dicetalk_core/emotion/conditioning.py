@@ -1,29 +1,50 @@
 """Emotion value -> the emotion tokens the sampler attends to (fixed, or one token set per frame).
 
-Per-frame emotions are resolved as *priors* first (``Emotion.priors``: keyframes, easing, mixes,
-intensities are all linear operations on priors) and then every distinct prior goes through the
-emotion model. Tokens are not interpolated: the emotion model is non-linear in the prior (an MLP
-with LayerNorm makes the attention queries), so a blend of two token sets is not what the model
-produces for any prior, while every per-frame token set made here is the model's own answer to a
-real point of the prior space, the same as a fixed mix with those weights would give. Frames that
-share a prior (held keyframes) share one computation, so the cost grows with the number of distinct
-priors, not frames (about 4 s per 250 distinct priors for the full-size model on a 2-core CPU).
+One path for every emotion: its priors (one for a fixed emotion; per frame for a changing one, from
+``Emotion.priors``: keyframes, easing, mixes and intensities are all linear operations on priors) go
+through :meth:`~dicetalk_core.models.EmotionModel.prior_tokens`, which gives each prior exactly the tokens
+the model's forward gives it alone. So the same emotion written different ways (a preset, the word in
+text, a one-keyframe timeline, a single-entry mix, a timeline that holds it) gives bit-identical tokens,
+and a preset gives what the official code computes.
 
-A fixed emotion takes the single-prior path of :func:`~dicetalk_core.pipeline.emotion_tokens`,
-bit for bit what the official code computes for a preset.
+Tokens are not interpolated: the emotion model is non-linear in the prior (an MLP with LayerNorm makes
+the attention queries), so a blend of two token sets is not what the model produces for any prior,
+while every per-frame token set made here is the model's own answer to a real point of the prior space.
+Frames that share a prior (held keyframes) share one computation, so the cost grows with the number of
+distinct priors, not frames.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import InputError
 from ..models import EmotionModel
-from ..pipeline import EmotionConditioning, emotion_tokens
-from .timeline import GENERATION_FPS
+from ..rates import GENERATION_FPS
 from .value import Emotion
 
-CHUNK = 128  # priors per emotion-model call: bounds the attention weights (8 x 4096 x 2048 floats at full size)
+
+@dataclass(frozen=True)
+class EmotionConditioning:
+    """Emotion tokens for the sampler (ComfyUI type ``DICE_EMOTION_COND``).
+
+    Attributes:
+        cond: ``(T, C)`` for the whole clip or ``(N, T, C)`` one per generated frame.
+        uncond: ``(T, C)`` the model's tokens for a zero prior (not zero tokens).
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor
+
+    def per_frame(self, n_frames: int) -> torch.Tensor:
+        """``(n_frames, T, C)`` conditional tokens."""
+        if self.cond.ndim == 2:
+            return self.cond[None].expand(n_frames, -1, -1)
+        if self.cond.shape[0] != n_frames:
+            raise InputError(f"The emotion has {self.cond.shape[0]} frames but the audio gives {n_frames}.")
+        return self.cond
 
 
 def as_emotion(value: Emotion | torch.Tensor) -> Emotion:
@@ -50,44 +71,24 @@ def emotion_conditioning(
         model: the emotion model.
         emotion: an :class:`Emotion` (or a prior tensor).
         n_frames: generated frames of the clip; required when the emotion changes over time.
-        retrieval: see :func:`~dicetalk_core.pipeline.emotion_tokens`.
-        fps: generated frames per second (12.5).
+        retrieval: False (the official inference default) attends to the whole emotion bank; True to
+            each prior's nearest prototype only.
+        fps: generated frames per second.
     """
     emotion = as_emotion(emotion)
+    param = next(model.parameters())
     if emotion.is_static:
-        return emotion_tokens(model, emotion.prior(), retrieval=retrieval)
-    if n_frames is None:
+        priors, frame_prior = emotion.prior()[None], None
+    elif n_frames is None:
         raise InputError(
             f"'{emotion.describe()}' changes over time, so it needs the clip's length: connect the "
             "audio features (from DICE-Talk Audio Encoder) to DICE-Talk Emotion Bank."
         )
-    priors = emotion.priors(n_frames, fps)
-    distinct, inverse = torch.unique(priors, dim=0, return_inverse=True)
-    uncond = emotion_tokens(model, distinct[0], retrieval=retrieval).uncond
-    cond = distinct_tokens(model, distinct, retrieval=retrieval)
-    return EmotionConditioning(cond[inverse.to(cond.device)], uncond)
-
-
-@torch.no_grad()
-def distinct_tokens(
-    model: EmotionModel, priors: torch.Tensor, *, retrieval: bool = False, chunk: int = CHUNK
-) -> torch.Tensor:
-    """``(K, in_dim)`` priors -> ``(K, T, C)`` tokens, ``chunk`` priors per call.
-
-    Full bank: the bank's keys and values are the same for every prior, so the queries of a whole
-    chunk attend to one bank at once (the model's own ``emo_linear``, ``bank_tokens`` and
-    ``attention``; softmax rows are independent, so this is the model's forward, computed once per
-    chunk instead of once per frame: ~15x faster at full size). Retrieval: the model's forward, one
-    prior per batch entry (each attends to its own nearest code).
-    """
-    param = next(model.parameters())
+    else:
+        priors, frame_prior = torch.unique(emotion.priors(n_frames, fps), dim=0, return_inverse=True)
     priors = priors.to(device=param.device, dtype=param.dtype)
-    parts = []
-    for block in priors.split(chunk):
-        if retrieval:
-            parts.append(model(block[:, None, None, None], retrieval=True).tokens[:, 0])
-            continue
-        queries = model.emo_linear(block, flat_dims=1)  # (k, T, C)
-        merged = model.attention(queries.reshape(1, 1, -1, queries.shape[-1]), model.bank_tokens())
-        parts.append(merged.reshape(queries.shape))
-    return torch.cat(parts)
+    tokens = model.prior_tokens(torch.cat([priors, torch.zeros_like(priors[:1])]), retrieval=retrieval)
+    cond, uncond = tokens[:-1], tokens[-1]
+    if frame_prior is None:
+        return EmotionConditioning(cond[0], uncond)
+    return EmotionConditioning(cond[frame_prior.to(cond.device)], uncond)

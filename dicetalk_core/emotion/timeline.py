@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..audio import GENERATION_FPS
 from ..errors import InputError
+from ..rates import GENERATION_FPS
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,8 @@ class Timeline:
                 continue
             u = ((t[frames] - start) / length).clamp(0.0, 1.0)
             w = _ease(key.ease, u).to(torch.float32)[:, None]
-            out[frames] = (1.0 - w) * stack[k - 1] + w * stack[k]
+            # lerp: exact at both ends and wherever the two keyframes hold the same prior
+            out[frames] = torch.lerp(stack[k - 1].expand(len(w), -1), stack[k].expand(len(w), -1), w)
         return out
 
     def describe(self) -> str:

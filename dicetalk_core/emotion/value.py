@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
+from ..rates import GENERATION_FPS
 from .mixing import MixComponent, check_intensity, mix_priors, normalised_weights, scale_from_neutral
-from .timeline import GENERATION_FPS, Timeline, constant_timeline, map_priors
+from .timeline import Timeline, constant_timeline, map_priors
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,17 @@ class BankAttention(nn.Module):
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.num_heads, -1).transpose(-3, -2)
 
+    def keys_values(self, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``bank (b, f, tk, dim)`` -> per-head keys and values ``(b, f, heads, tk, dim / heads)``."""
+        return self._split(self.fc_k(bank)), self._split(self.fc_v(bank))
+
+    def attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``queries (b, f, tq, dim)`` over :meth:`keys_values` -> ``(b, f, tq, dim)``."""
+        q = self._split(self.fc_q(queries))
+        weights = torch.softmax(q @ keys.transpose(-2, -1) / (keys.shape[-1] ** 0.5), dim=-1)
+        out = (weights @ values).transpose(-3, -2)
+        return out.reshape(*out.shape[:-2], -1)
+
     def forward(self, queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         """Args:
             queries: ``(b, f, tq, dim)``.
@@ -46,12 +57,7 @@ class BankAttention(nn.Module):
         Returns:
             ``(b, f, tq, dim)``.
         """
-        q = self._split(self.fc_q(queries))
-        k = self._split(self.fc_k(bank))
-        v = self._split(self.fc_v(bank))
-        weights = torch.softmax(q @ k.transpose(-2, -1) / (k.shape[-1] ** 0.5), dim=-1)
-        out = (weights @ v).transpose(-3, -2)
-        return out.reshape(*out.shape[:-2], -1)
+        return self.attend(queries, *self.keys_values(bank))
 
 
 class EmotionClassifier(nn.Module):
@@ -169,3 +175,17 @@ class EmotionModel(nn.Module):
             bank = self.bank_tokens().expand(1, prior.shape[1], -1, -1)
             vq_loss = torch.zeros_like(vq_loss)
         return EmotionTokens(self.attention(queries, bank), vq_loss)
+
+    def prior_tokens(self, priors: torch.Tensor, retrieval: bool = False) -> torch.Tensor:
+        """Tokens of each prior ``(K, in_dim)`` -> ``(K, num_tokens, dim)``, each one bit for bit what
+        :meth:`forward` gives for that prior alone (the release's ``(1, 1, 1, 1, in_dim)`` input).
+
+        Priors go one at a time so every matrix product has the shapes of the single-prior forward (a
+        batched product may round differently); in full-bank mode the bank's keys and values, the same
+        for every prior and most of the work, are computed once.
+        """
+        single = priors.reshape(-1, 1, 1, 1, 1, priors.shape[-1])
+        if retrieval:
+            return torch.cat([self(prior, retrieval=True).tokens[0] for prior in single])
+        keys, values = self.attention.keys_values(self.bank_tokens())
+        return torch.cat([self.attention.attend(self.emo_linear(p, flat_dims=3), keys, values)[0] for p in single])

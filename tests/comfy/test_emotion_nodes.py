@@ -29,7 +29,7 @@ from test_emotion_classifiers import write_face_classifier, write_voice_classifi
 from test_emotion_mixing import random_library
 from tiny_models import write_models_folder
 
-from dicetalk_core.emotion import OFFICIAL_PRESETS
+from dicetalk_core.model_files import OFFICIAL_PRESETS
 
 EMOTION_NODES = (
     "DICEEmotionPreset",

@@ -54,9 +54,9 @@ from test_presets import npy_with_pickle
 from tiny_models import WIDTH, write_models_folder
 from transformers import WhisperConfig, WhisperModel
 
-from dicetalk_core.audio import DEFAULT_MAX_FRAMES, DEFAULT_STEP, GENERATION_FPS, SAMPLES_PER_FRAME
 from dicetalk_core.face import crop_around_face, default_detector, model_size
 from dicetalk_core.models import PoseGuider
+from dicetalk_core.rates import FRAME_STEP, GENERATION_FPS, MAX_AUDIO_FRAMES, SAMPLES_PER_FRAME
 
 logger = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def encoded_seconds(result) -> float:
 
 def frames_for(seconds: float) -> int:
     """Generated frames for a clip: whole 40 ms audio frames at 16 kHz, two per video frame."""
-    return round(seconds * 16_000) // SAMPLES_PER_FRAME // DEFAULT_STEP
+    return round(seconds * 16_000) // SAMPLES_PER_FRAME // FRAME_STEP
 
 
 def progress_of(result, node: str) -> list[tuple[int, int]]:
@@ -483,12 +483,12 @@ def test_audio_shorter_than_one_sampler_window_animates(server):
 def test_ten_minutes_of_speech_are_capped_report_progress_and_cancel(server):
     prompt = encoder_prompt(load_audio(TEN_MINUTES))
     (encoder,) = nodes_of(prompt, "DICEAudioEncoder")
-    chunks = -(-DEFAULT_MAX_FRAMES * 2 // 1500)  # 30 s whisper chunks (1500 positions) under the 400 s cap
+    chunks = -(-MAX_AUDIO_FRAMES * 2 // 1500)  # 30 s whisper chunks (1500 positions) under the 400 s cap
     before = rss_mb(server)
     reset_peak(server)
     result = run_ok(server, prompt)
     growth = peak_mb(server) - before
-    assert encoded_seconds(result) == pytest.approx(DEFAULT_MAX_FRAMES / DEFAULT_STEP / GENERATION_FPS)
+    assert encoded_seconds(result) == pytest.approx(MAX_AUDIO_FRAMES / FRAME_STEP / GENERATION_FPS)
     assert progress_of(result, encoder) == [(i, chunks) for i in range(1, chunks + 1)]
     clip_mb = 600 * 16_000 * 4 / MB
     logger.info("10 min of speech: peak %.0f MB over %.0f MB resident (clip %.0f MB as float)", growth, before, clip_mb)

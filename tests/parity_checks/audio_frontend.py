@@ -18,16 +18,16 @@ from golden import GoldenCase, assert_close
 from transformers import WhisperConfig, WhisperFeatureExtractor
 
 from dicetalk_core.audio import (
-    DEFAULT_MAX_FRAMES,
     WhisperAudioEncoder,
     audio_file_windows,
     audio_frame_count,
-    build_whisper_encoder,
     frame_windows,
     load_audio_file,
     pad_hidden_states,
     to_mono_16k,
 )
+from dicetalk_core.loaders.whisper import build_whisper_encoder
+from dicetalk_core.rates import MAX_AUDIO_FRAMES
 
 
 def check(case: GoldenCase, report: dict) -> None:
@@ -35,7 +35,7 @@ def check(case: GoldenCase, report: dict) -> None:
     encoder = build_whisper_encoder(config, case.group("weights."), source=case.name)
     whisper = WhisperAudioEncoder(WhisperFeatureExtractor(feature_size=config.num_mel_bins), encoder)
     step = int(case.meta["step"])
-    max_frames = int(case.meta.get("frame_num", DEFAULT_MAX_FRAMES))  # official config.frame_num
+    max_frames = int(case.meta.get("frame_num", MAX_AUDIO_FRAMES))  # official config.frame_num
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "input.wav"

@@ -3,7 +3,7 @@
 import torch
 from golden import GoldenCase, assert_close
 
-from dicetalk_core.checkpoints import load_strict
+from dicetalk_core.loaders.checkpoints import load_strict
 from dicetalk_core.models import EmotionModel
 
 

@@ -6,17 +6,11 @@ from golden import GoldenCase, assert_close
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from dicetalk_core.audio import frame_windows, pad_hidden_states
-from dicetalk_core.checkpoints import load_strict
+from dicetalk_core.emotion.conditioning import emotion_conditioning
+from dicetalk_core.loaders.checkpoints import load_strict
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
-from dicetalk_core.pipeline import (
-    DiceTalkModels,
-    GenerationSettings,
-    InitialNoise,
-    ReferenceInputs,
-    audio_tokens,
-    emotion_tokens,
-    generate,
-)
+from dicetalk_core.models.bundle import DiceTalkModels
+from dicetalk_core.pipeline import GenerationSettings, InitialNoise, ReferenceInputs, audio_tokens, generate
 from dicetalk_core.precision import Precision
 from dicetalk_core.sampler import SamplerSettings, start_timesteps
 from parity_checks.unet_forward import build_unet
@@ -85,7 +79,7 @@ def check(case: GoldenCase, report: dict) -> None:
         *inter,
         report,
     )
-    emotion = emotion_tokens(models.emotion_model, case["inputs.emo_prior"], retrieval=config["retrieval"])
+    emotion = emotion_conditioning(models.emotion_model, case["inputs.emo_prior"], retrieval=config["retrieval"])
     emo, emo_uncond = emotion.cond, emotion.uncond
     assert_close("emo_tokens_cond", emo.expand_as(cond), case["intermediate.emo_tokens_cond"], *inter, report)
     assert_close(

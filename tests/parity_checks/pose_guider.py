@@ -2,7 +2,7 @@
 
 from golden import GoldenCase, assert_close
 
-from dicetalk_core.checkpoints import load_strict
+from dicetalk_core.loaders.checkpoints import load_strict
 from dicetalk_core.models import PoseGuider
 
 

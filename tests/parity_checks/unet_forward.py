@@ -4,7 +4,7 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from golden import GoldenCase, assert_close
 
-from dicetalk_core.checkpoints import load_strict
+from dicetalk_core.loaders.checkpoints import load_strict
 from dicetalk_core.unet_adapters import install_dice_adapters
 
 

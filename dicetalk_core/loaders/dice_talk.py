@@ -18,10 +18,8 @@ import torch
 from diffusers import UNetSpatioTemporalConditionModel
 from torch import nn
 
-from .audio import WINDOW, WhisperAudioEncoder
-from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
-from .errors import CheckpointError
-from .model_files import (
+from ..errors import CheckpointError
+from ..model_files import (
     AUDIO_PROJECTION_FILE,
     DICE_TALK_FILES,
     EMOTION_MODEL_FILE,
@@ -29,11 +27,13 @@ from .model_files import (
     UNET_FILE,
     find_weight_file,
 )
-from .models import AudioProjection, EmotionModel, PoseGuider
-from .models.emotion_model import OFFICIAL_NUM_HEADS
-from .pipeline import DiceTalkModels
-from .precision import Precision
-from .svd_components import (
+from ..models import AudioProjection, EmotionModel, PoseGuider
+from ..models.bundle import DiceTalkModels
+from ..models.emotion_model import OFFICIAL_NUM_HEADS
+from ..precision import Precision
+from ..unet_adapters import DiceUNet, install_dice_adapters
+from .checkpoints import StateDict, describe_state_dict, load_strict, read_state_dict
+from .svd import (
     IMAGE_ENCODER_PART,
     SVD_XT,
     VAE_PART,
@@ -42,7 +42,6 @@ from .svd_components import (
     folder_configs,
     load_svd_part,
 )
-from .unet_adapters import DiceUNet, install_dice_adapters
 
 EMOTION_PRIOR_DIM = 256
 """Values in an emotion prior (the official presets): what ``emo_model.pth`` must take."""
@@ -232,17 +231,4 @@ def check_models_fit(models: DiceTalkModels, paths: Mapping[str, Path]) -> None:
             f"The DICE-Talk files in {folder} come from models of different sizes:\n- "
             + "\n- ".join(problems)
             + f"\nUse {', '.join(DICE_TALK_FILES)} of one DICE-Talk release: re-download the file named first."
-        )
-
-
-def check_whisper_fits(models: DiceTalkModels, whisper: WhisperAudioEncoder, whisper_folder: str | Path) -> None:
-    """Refuse a Whisper model whose per-frame audio windows are not the size ``audio_linear.pth`` reads."""
-    config = whisper.encoder.config
-    layers, width = config.encoder_layers + 1, config.d_model
-    wanted = models.audio_projection.input_dim
-    if WINDOW * layers * width != wanted:
-        raise CheckpointError(
-            f"The Whisper model in {Path(whisper_folder).resolve()} gives audio windows of {WINDOW} x {layers} x "
-            f"{width} = {WINDOW * layers * width} values; {AUDIO_PROJECTION_FILE} reads {wanted}. Use "
-            "openai/whisper-tiny (its config.json and model.safetensors) with the DICE-Talk release's audio_linear.pth."
         )

@@ -31,9 +31,15 @@ from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNet
 from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from ..errors import CheckpointError
+from ..model_files import SVD_FOLDER, SVD_WEIGHT_FILES
+from ..models.layouts import (
+    SVD_XT_IMAGE_ENCODER_CONFIG,
+    SVD_XT_SCHEDULER_CONFIG,
+    SVD_XT_UNET_CONFIG,
+    SVD_XT_VAE_CONFIG,
+)
 from .checkpoints import StateDict, check_state_dict, load_strict, read_state_dict, state_dict_keys
-from .errors import CheckpointError
-from .model_files import SVD_FOLDER, SVD_WEIGHT_FILES
 from .svd_single_file import (
     CLIP_PREFIX,
     CONDITIONING_VAE_PREFIX,
@@ -45,80 +51,6 @@ from .svd_single_file import (
     convert_vae,
     split_checkpoint,
 )
-
-SVD_XT_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 96,
-    "in_channels": 8,
-    "out_channels": 4,
-    "down_block_types": [
-        "CrossAttnDownBlockSpatioTemporal",
-        "CrossAttnDownBlockSpatioTemporal",
-        "CrossAttnDownBlockSpatioTemporal",
-        "DownBlockSpatioTemporal",
-    ],
-    "up_block_types": [
-        "UpBlockSpatioTemporal",
-        "CrossAttnUpBlockSpatioTemporal",
-        "CrossAttnUpBlockSpatioTemporal",
-        "CrossAttnUpBlockSpatioTemporal",
-    ],
-    "block_out_channels": [320, 640, 1280, 1280],
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 768,
-    "layers_per_block": 2,
-    "cross_attention_dim": 1024,
-    "transformer_layers_per_block": 1,
-    "num_attention_heads": [5, 10, 20, 20],
-    "num_frames": 25,
-}
-"""``unet/config.json`` of the SVD-xt folder (kwargs of ``UNetSpatioTemporalConditionModel``)."""
-
-SVD_XT_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "latent_channels": 4,
-    "sample_size": 768,
-    "scaling_factor": 0.18215,
-    "force_upcast": True,
-}
-"""``vae/config.json`` (kwargs of ``AutoencoderKLTemporalDecoder``)."""
-
-SVD_XT_IMAGE_ENCODER_CONFIG: dict[str, Any] = {
-    "hidden_size": 1280,
-    "intermediate_size": 5120,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 16,
-    "num_channels": 3,
-    "image_size": 224,
-    "patch_size": 14,
-    "projection_dim": 1024,
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-5,
-    "attention_dropout": 0.0,
-    "initializer_factor": 1.0,
-    "initializer_range": 0.02,
-}
-"""``image_encoder/config.json``: OpenCLIP ViT-H/14 (kwargs of ``CLIPVisionConfig``)."""
-
-SVD_XT_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "trained_betas": None,
-    "prediction_type": "v_prediction",
-    "interpolation_type": "linear",
-    "use_karras_sigmas": True,
-    "sigma_min": 0.002,
-    "sigma_max": 700.0,
-    "timestep_spacing": "leading",
-    "timestep_type": "continuous",
-    "steps_offset": 1,
-}
-"""``scheduler/scheduler_config.json`` (``EulerDiscreteScheduler``; spec 7.1)."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
+from ..errors import CheckpointError
 from .checkpoints import StateDict, describe_state_dict
-from .errors import CheckpointError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

@@ -15,7 +15,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 StateDict = dict[str, torch.Tensor]
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 from torch import nn
 
-from .pipeline import STAGE_MODULES
+from ..models.bundle import STAGE_MODULES
 
 SESSION_STAGES: dict[str, tuple[str, ...]] = {
     "audio": ("whisper",),
