@@ -1,6 +1,6 @@
 """Image and face front end: portrait -> reference image, CLIP input and face mask at model size.
 
-Data flow (spec section 5), all rounding as in the official release:
+Data flow, all rounding as in the official release:
 
 1. Face box ``(x, y, w, h)`` in source pixels: given by the caller, or the largest face found by a
    detector (:class:`HaarFaceDetector`, see :func:`select_largest_face`).
@@ -100,7 +100,7 @@ def as_face_box(box: FaceBox | Sequence[float], width: int, height: int) -> Face
 def select_largest_face(boxes: Sequence[FaceBox]) -> FaceBox:
     """The face of largest area; ties go to the higher score, then the topmost, then the leftmost.
 
-    The official selection loop never updates its running maximum (spec 5.2), so it returns the last
+    The official selection loop never updates its running maximum, so it returns the last
     face larger than the first-ranked one; this function returns the truly largest, whatever the order.
 
     Raises:

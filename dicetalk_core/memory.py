@@ -25,7 +25,7 @@ def decode_frame_bytes(vae: torch.nn.Module, latent_size: tuple[int, int]) -> in
     """Estimated peak decoder memory per frame (bytes) for latents of ``latent_size`` (h, w).
 
     At 512x512 in fp16 this gives ~0.4 GB per frame, i.e. ~4 GB for the official 10-frame clip
-    (the spec's measured 3-4 GB).
+    (what the official decode is reported to take: 3-4 GB).
     """
     channels = vae.config.block_out_channels
     factor = 2 ** (len(channels) - 1)
@@ -36,9 +36,8 @@ def decode_frame_bytes(vae: torch.nn.Module, latent_size: tuple[int, int]) -> in
 def decode_clips_per_call(vae: torch.nn.Module, latent_size: tuple[int, int], chunk_size: int, device) -> int:
     """Whole temporal-decoder clips one VAE call can take within half the free GPU memory (1 to 8); 1 elsewhere.
 
-    Batching clips only pays on a GPU (fewer, fuller kernel launches). On the CPU it was slower (27 s vs
-    23 s per 4 s clip at ``bench/common.py``'s ``medium`` config) and raised the peak from 2.1 to 5.2 GB of
-    the RAM the rest of the machine shares (``bench/official.py``).
+    Batching clips pays only on a GPU (fewer, fuller kernel launches); on the CPU it is slower and
+    multiplies the decode's peak memory, which the rest of the machine shares.
     """
     free = free_memory_bytes(torch.device(device))
     if free is None:

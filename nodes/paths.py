@@ -11,7 +11,7 @@ from pathlib import Path
 import folder_paths
 
 from ..dicetalk_core.errors import CheckpointError, InputError
-from ..dicetalk_core.model_files import EMOTIONS_FOLDER, WHISPER_FOLDER
+from ..dicetalk_core.model_files import EMOTIONS_FOLDER, WHISPER_FOLDER, accepted_names
 
 DICE_TALK = "dice_talk"
 SVD_PARTS = ("vae", "image_encoder")
@@ -36,7 +36,7 @@ def primary_dir() -> Path:
 def find_dice_talk_dir(required: str) -> Path:
     """The registered ``dice_talk`` folder that holds ``required`` (a file or folder name)."""
     for folder in dice_talk_dirs():
-        if (folder / required).exists() or (folder / required).with_suffix(".safetensors").exists():
+        if any((folder / name).exists() for name in accepted_names(required)):
             return folder
     raise CheckpointError(f"Missing DICE-Talk file '{required}': put it in {primary_dir().resolve()}.")
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
-from tiny_models import SCHEDULER_CONFIG
 
 from dicetalk_core.emotion import Emotion, Keyframe, Timeline, TimeMark
 from dicetalk_core.emotion.conditioning import emotion_conditioning
 from dicetalk_core.errors import InputError
 from dicetalk_core.models import EmotionModel
+from dicetalk_core.models.layouts import SVD_XT_SCHEDULER_CONFIG
 from dicetalk_core.pipeline import pad_frames
 from dicetalk_core.sampler import ClipConditioning, SamplerSettings, sample
 from dicetalk_core.unet_adapters import _window_mean
@@ -200,7 +200,7 @@ def test_sampler_windows_blend_a_keyframe_over_time():
     settings = SamplerSettings(steps=steps, window=window)
     sample(
         unet,
-        EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        EulerDiscreteScheduler(**SVD_XT_SCHEDULER_CONFIG),
         cond,
         torch.zeros(1, 4, 2, 2),
         torch.zeros(1, total, 4, 2, 2),

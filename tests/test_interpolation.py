@@ -15,7 +15,7 @@ from dicetalk_core.interpolation import IFNet, interpolate_frames
 from dicetalk_core.loaders.rife import load_rife, official_to_ifnet_keys
 from dicetalk_core.rates import interpolated_fps
 
-OFFICIAL_PARAMS = 3_038_015  # whole flownet.pkl, block_tea included (spec 2.8)
+OFFICIAL_PARAMS = 3_038_015  # whole flownet.pkl, block_tea included
 UNUSED_PARAMS = 760_415  # block_tea
 
 

@@ -20,6 +20,7 @@ from dicetalk_core.loaders.dice_talk import (
     load_pose_guider,
 )
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
+from dicetalk_core.models.layouts import TINY
 from dicetalk_core.unet_adapters import install_dice_adapters
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "shared" / "spec" / "manifests"
@@ -111,27 +112,15 @@ def test_tiny_audio_projection_and_pose_guider_round_trip(tmp_path):
 def test_meta_built_unet_matches_a_normally_built_one():
     from diffusers import UNetSpatioTemporalConditionModel
 
-    config = dict(
-        sample_size=None,
-        in_channels=8,
-        out_channels=4,
-        num_frames=2,
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 32),
-        num_attention_heads=(2, 2),
-        cross_attention_dim=8,
-        addition_time_embed_dim=4,
-        projection_class_embeddings_input_dim=12,
-    )
+    config = {**TINY.unet, "num_frames": 2}
+    cross = config["cross_attention_dim"]
     torch.manual_seed(2)
     reference = install_dice_adapters(UNetSpatioTemporalConditionModel(**config)).eval()
     loaded = build_dice_unet(reference.config, reference.state_dict(), source="tiny")
     args = (torch.randn(3, 2, 8, 8, 8), torch.tensor(0.5))
     kwargs = dict(
-        image_embeds=torch.randn(6, 1, 8),
-        adapter_tokens=[torch.randn(6, 3, 8), torch.randn(6, 3, 8)],
+        image_embeds=torch.randn(6, 1, cross),
+        adapter_tokens=[torch.randn(6, 3, cross), torch.randn(6, 3, cross)],
         added_time_ids=torch.tensor([[12.5, 8.0, 16.0]] * 3),
         pose_features=torch.randn(3, 2, 32, 8, 8),
         masks=[torch.rand(1, 1, 64, 64)] * 2,

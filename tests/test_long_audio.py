@@ -17,8 +17,7 @@ RATE = 16000
 
 
 def test_forty_seconds_of_speech(tmp_path):
-    from tiny_models import write_models_folder
-
+    from dicetalk_core.random_models import write_models_folder
     from dicetalk_core.session import DiceTalkSession
 
     models = write_models_folder(tmp_path / "dice_talk")

@@ -15,7 +15,7 @@ from dicetalk_core.sampler import SamplerSettings
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from tiny_models import write_models_folder
+    from dicetalk_core.random_models import write_models_folder
 
     folder = tmp_path_factory.mktemp("precision")
     models = write_models_folder(folder / "dice_talk")

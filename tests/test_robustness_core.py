@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from tiny_models import TOKENS, WHISPER_DIM, WHISPER_LAYERS, WIDTH, write_models_folder
 from transformers import WhisperConfig, WhisperModel
 
 from dicetalk_core.errors import CheckpointError, InputError
@@ -24,7 +23,9 @@ from dicetalk_core.image_io import ROWS_PER_BLOCK, as_rgb_u8
 from dicetalk_core.loaders.dice_talk import load_dice_talk_models
 from dicetalk_core.model_files import SVD_FOLDER, WHISPER_FOLDER
 from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
+from dicetalk_core.models.layouts import TINY
 from dicetalk_core.precision import Precision
+from dicetalk_core.random_models import write_models_folder
 from dicetalk_core.session import DiceTalkSession
 
 
@@ -64,27 +65,19 @@ def load(folder: Path, dtype: torch.dtype = torch.float32):
     return load_dice_talk_models(folder, folder / SVD_FOLDER, device="cpu", dtype=dtype)
 
 
+WIDTH = TINY.unet["cross_attention_dim"]
+
+
 def emotion_model(dim: int = WIDTH, in_dim: int = 256) -> EmotionModel:
-    return EmotionModel(
-        in_dim=in_dim,
-        dim=dim,
-        intermediate_dim=24,
-        num_tokens=TOKENS,
-        num_codes=8,
-        num_heads=8,
-        classifier=(dim, 16, 8, 22),
-    )
-
-
-WINDOW_INPUTS = 10 * (WHISPER_LAYERS + 1) * WHISPER_DIM
+    return EmotionModel(**{**TINY.emotion_model, "dim": dim, "in_dim": in_dim, "classifier": (dim, 16, 8, 22)})
 OTHER_SIZES: dict[str, tuple[Callable[[Path], None], str]] = {
     "pose_guider": (
-        lambda f: torch.save(PoseGuider(2 * WIDTH, (8, 16, 16, 32)).state_dict(), f / "pose_guider.pth"),
+        lambda f: torch.save(PoseGuider(2 * WIDTH, TINY.pose_guider_channels).state_dict(), f / "pose_guider.pth"),
         f"pose_guider.pth gives {2 * WIDTH} feature channels; unet.pth takes {WIDTH}",
     ),
     "audio_tokens": (
         lambda f: torch.save(
-            AudioProjection(WINDOW_INPUTS, 24, 2 * WIDTH, TOKENS).state_dict(), f / "audio_linear.pth"
+            AudioProjection(**{**TINY.audio_projection, "token_dim": 2 * WIDTH}).state_dict(), f / "audio_linear.pth"
         ),
         f"audio_linear.pth makes {2 * WIDTH}-value tokens; unet.pth's audio attention takes {WIDTH}",
     ),

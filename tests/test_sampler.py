@@ -14,32 +14,20 @@ from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionM
 from diffusers.image_processor import IPAdapterMaskProcessor
 
 from dicetalk_core.models import PoseGuider
+from dicetalk_core.models.layouts import TINY
 from dicetalk_core.pipeline import POSE_GUIDER_BATCH, pose_features
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.unet_adapters import DiceConditioning, install_dice_adapters
 from dicetalk_core.vae_decode import decode_latents
 
-CROSS = 16
-TOKENS = 3
+CROSS = TINY.unet["cross_attention_dim"]
+TOKENS = TINY.tokens
 
 
 def tiny_unet(frames: int = 4) -> torch.nn.Module:
     torch.manual_seed(0)
-    config = dict(
-        sample_size=None,
-        in_channels=8,
-        out_channels=4,
-        num_frames=frames,
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 32),
-        num_attention_heads=(2, 2),
-        cross_attention_dim=CROSS,
-        addition_time_embed_dim=4,
-        projection_class_embeddings_input_dim=12,
-    )
-    return install_dice_adapters(UNetSpatioTemporalConditionModel(**config), num_tokens=(TOKENS, TOKENS)).eval()
+    unet = UNetSpatioTemporalConditionModel(**{**TINY.unet, "num_frames": frames})
+    return install_dice_adapters(unet, num_tokens=(TOKENS, TOKENS)).eval()
 
 
 def unet_inputs(branches: int, frames: int = 4, size: int = 8, masked: bool = True, seed: int = 1):

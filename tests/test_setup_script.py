@@ -46,7 +46,7 @@ sar = _load_script()
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> Path:
-    from tiny_models import write_models_folder
+    from dicetalk_core.random_models import write_models_folder
 
     return write_models_folder(tmp_path_factory.mktemp("tiny") / "dice_talk")
 

@@ -7,13 +7,13 @@ import pytest
 import soundfile
 import torch
 from PIL import Image
-from tiny_models import write_models_folder
 from torch import nn
 
 from dicetalk_core.errors import CancelledError
 from dicetalk_core.loaders.stages import SESSION_STAGES, StageLoader, is_released, release
 from dicetalk_core.pipeline import GenerationSettings
 from dicetalk_core.precision import Precision
+from dicetalk_core.random_models import write_models_folder
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.session import DiceTalkSession
 

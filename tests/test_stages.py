@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tiny_models import write_models_folder
 
 from dicetalk_core import audio as audio_frontend
 from dicetalk_core.emotion.conditioning import emotion_conditioning
@@ -17,6 +16,7 @@ from dicetalk_core.face import prepare_portrait
 from dicetalk_core.models.bundle import STAGE_MODULES
 from dicetalk_core.pipeline import GenerationSettings, ReferenceInputs, generate
 from dicetalk_core.precision import Precision
+from dicetalk_core.random_models import write_models_folder
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.session import DiceTalkSession
 

@@ -1,4 +1,4 @@
-"""Loading the SVD-xt parts: the configs the spec states, the diffusers folder (fp16 variant first), refusals.
+"""Loading the SVD-xt parts: the official configs, the diffusers folder (fp16 variant first), refusals.
 
 The single-file path and its key map are tested in ``test_svd_single_file.py``.
 """
@@ -80,7 +80,7 @@ def test_full_size_parameter_counts_are_the_spec_ones():
         vae = AutoencoderKLTemporalDecoder.from_config(SVD_XT_VAE_CONFIG)
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**SVD_XT_IMAGE_ENCODER_CONFIG))
     counts = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, clip)]
-    assert counts == [1_524_623_082, 97_742_847, 632_076_800]  # spec 2.2
+    assert counts == [1_524_623_082, 97_742_847, 632_076_800]
     assert len(unet.state_dict()) == 1428
     assert vae.config.scaling_factor == 0.18215 and vae.config.force_upcast
 
@@ -90,7 +90,6 @@ def test_scheduler_gives_the_spec_sigmas_and_timesteps():
     scheduler.set_timesteps(25)
     sigmas = scheduler.sigmas.tolist()
     assert len(sigmas) == 26 and sigmas[-1] == 0
-    # the spec prints 3-4 significant digits
     assert all(math.isclose(a, b, rel_tol=3e-3) for a, b in zip(sigmas[:-1], SPEC_SIGMAS[:-1], strict=True))
     expected = torch.tensor([0.25 * math.log(s) for s in sigmas[:-1]], dtype=torch.float32)
     assert torch.allclose(scheduler.timesteps, expected, atol=1e-6)
@@ -280,7 +279,7 @@ def test_full_size_configs_refuse_tiny_weights(tmp_path, sources):
         load_svd_components(folder, device="cpu", dtype=torch.float32, configs=SVD_XT)
 
 
-# --------------------------------------------------------------------------- the real files (spec 2.11)
+# --------------------------------------------------------------------------- the real files
 
 
 def worst_differences(ours: dict, theirs: dict) -> list[tuple[float, str]]:

@@ -11,8 +11,10 @@ classifiers in ``models/dice_talk/speech_emotion/``: the folder itself or one su
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import torch
 
@@ -90,6 +92,46 @@ def class_labels(config) -> list[str]:
     """Labels in class-index order from a transformers config's ``id2label``."""
     id2label = getattr(config, "id2label", None) or {}
     return [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(config.num_labels)]
+
+
+ClassifierT = TypeVar("ClassifierT", bound="PretrainedClassifier")
+
+
+class PretrainedClassifier:
+    """A transformers classification model and its preprocessor, read safely from a local folder.
+
+    Subclasses name the folder kind and the transformers auto classes, and turn their input into the
+    preprocessor's call.
+    """
+
+    KIND: ClassVar[str]
+    """The folder kind (a key of :data:`KINDS`)."""
+    MODEL_CLASS: ClassVar[str]
+    PREPROCESSOR_CLASS: ClassVar[str]
+
+    def __init__(self, model, preprocessor, folder: Path) -> None:
+        self.model = model.eval()
+        self.preprocessor = preprocessor
+        self.folder = folder
+        self.labels = class_labels(model.config)
+
+    @classmethod
+    def from_folder(cls: type[ClassifierT], folder: str | Path) -> ClassifierT:
+        import transformers
+
+        folder = Path(folder)
+        check_folder(folder, cls.KIND)
+        model = load_pretrained(getattr(transformers, cls.MODEL_CLASS), folder, cls.KIND, use_safetensors=True)
+        preprocessor = load_pretrained(getattr(transformers, cls.PREPROCESSOR_CLASS), folder, cls.KIND)
+        return cls(model, preprocessor, folder)
+
+    @torch.no_grad()
+    def softmax(self, inputs: Mapping[str, torch.Tensor], device: torch.device | str) -> torch.Tensor:
+        """The preprocessor's output -> class probabilities ``(batch, C)`` float32 on the CPU."""
+        self.model.to(device)
+        dtype = next(self.model.parameters()).dtype
+        inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
+        return torch.softmax(self.model(**inputs).logits.float(), dim=-1).cpu()
 
 
 @dataclass(frozen=True)

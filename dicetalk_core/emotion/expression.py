@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +18,8 @@ from ..face import FaceDetector, crop_around_face, default_detector
 from .classifiers import (
     EXPRESSION_FOLDER,
     ClassEstimate,
-    check_folder,
-    class_labels,
+    PretrainedClassifier,
     estimate_from_probabilities,
-    load_pretrained,
 )
 from .presets import PresetLibrary
 from .value import Emotion
@@ -32,33 +29,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_FRAMES = 16
 
 
-class ExpressionClassifier:
-    """A transformers image-classification model and its image processor."""
+class ExpressionClassifier(PretrainedClassifier):
+    """A transformers image-classification model (face expressions) and its image processor."""
 
-    def __init__(self, model, processor, folder: Path) -> None:
-        self.model = model.eval()
-        self.processor = processor
-        self.folder = folder
-        self.labels = class_labels(model.config)
+    KIND = EXPRESSION_FOLDER
+    MODEL_CLASS = "AutoModelForImageClassification"
+    PREPROCESSOR_CLASS = "AutoImageProcessor"
 
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> ExpressionClassifier:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-        folder = Path(folder)
-        check_folder(folder, EXPRESSION_FOLDER)
-        model = load_pretrained(AutoModelForImageClassification, folder, EXPRESSION_FOLDER, use_safetensors=True)
-        processor = load_pretrained(AutoImageProcessor, folder, EXPRESSION_FOLDER)
-        return cls(model, processor, folder)
-
-    @torch.no_grad()
     def probabilities(self, images: list[np.ndarray], device: torch.device | str = "cpu") -> torch.Tensor:
         """RGB uint8 images ``(H, W, 3)`` -> softmax ``(len(images), C)`` float32 on the CPU."""
-        self.model.to(device)
-        inputs = self.processor(images=images, return_tensors="pt")
-        pixels = inputs["pixel_values"].to(device=device, dtype=next(self.model.parameters()).dtype)
-        logits = self.model(pixel_values=pixels).logits
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        return self.softmax(self.preprocessor(images=images, return_tensors="pt"), device)
 
 
 def sample_indices(count: int, max_frames: int) -> list[int]:

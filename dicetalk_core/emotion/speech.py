@@ -11,7 +11,6 @@ segments get no keyframe (the neighbours are interpolated across them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import soxr
@@ -22,10 +21,8 @@ from ..errors import InputError
 from .classifiers import (
     SPEECH_EMOTION_FOLDER,
     ClassEstimate,
-    check_folder,
-    class_labels,
+    PretrainedClassifier,
     estimate_from_probabilities,
-    load_pretrained,
 )
 from .presets import PresetLibrary
 from .timeline import Keyframe, Timeline, TimeMark
@@ -35,35 +32,22 @@ DEFAULT_SEGMENT_SECONDS = 2.0
 SILENCE_RMS = 1e-3
 
 
-class SpeechEmotionClassifier:
-    """A transformers audio-classification model and its feature extractor."""
+class SpeechEmotionClassifier(PretrainedClassifier):
+    """A transformers audio-classification model (speech emotion) and its feature extractor."""
 
-    def __init__(self, model, feature_extractor, folder: Path) -> None:
-        self.model = model.eval()
-        self.feature_extractor = feature_extractor
-        self.folder = folder
-        self.labels = class_labels(model.config)
-        self.sampling_rate = int(getattr(feature_extractor, "sampling_rate", 16_000))
+    KIND = SPEECH_EMOTION_FOLDER
+    MODEL_CLASS = "AutoModelForAudioClassification"
+    PREPROCESSOR_CLASS = "AutoFeatureExtractor"
 
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> SpeechEmotionClassifier:
-        from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    @property
+    def sampling_rate(self) -> int:
+        """The rate the feature extractor reads."""
+        return int(getattr(self.preprocessor, "sampling_rate", 16_000))
 
-        folder = Path(folder)
-        check_folder(folder, SPEECH_EMOTION_FOLDER)
-        model = load_pretrained(AutoModelForAudioClassification, folder, SPEECH_EMOTION_FOLDER, use_safetensors=True)
-        extractor = load_pretrained(AutoFeatureExtractor, folder, SPEECH_EMOTION_FOLDER)
-        return cls(model, extractor, folder)
-
-    @torch.no_grad()
     def probabilities(self, segment: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
         """Mono float32 samples at :attr:`sampling_rate` -> softmax ``(C,)`` float32 on the CPU."""
-        self.model.to(device)
-        inputs = self.feature_extractor(segment, sampling_rate=self.sampling_rate, return_tensors="pt")
-        dtype = next(self.model.parameters()).dtype
-        inputs = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in inputs.items()}
-        logits = self.model(**inputs).logits[0]
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        inputs = self.preprocessor(segment, sampling_rate=self.sampling_rate, return_tensors="pt")
+        return self.softmax(inputs, device)[0]
 
 
 def mono_at(samples: np.ndarray | torch.Tensor, sample_rate: int, target_rate: int) -> np.ndarray:

@@ -12,7 +12,7 @@ reads those a diffusers folder declares in its ``config.json`` files); a checkpo
 the strict load with a message saying what it looks like. Modules are built on the ``meta`` device and
 take the checkpoint's tensors as their parameters (no random initialisation).
 
-Precision (spec 2.2): the official pipeline loads the fp16 variant files, so its VAE, even when upcast
+Precision: the official pipeline loads the fp16 variant files, so its VAE, even when upcast
 to fp32 for encoding, computes with fp16-rounded weights. With ``fp16_weights=True`` (default) fp32 and
 fp64 sources (the single file, or a folder without the fp16 files) are rounded through fp16 the same way
 before they are cast to ``dtype``; bf16 sources are left as they are.

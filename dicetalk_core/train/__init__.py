@@ -1,4 +1,4 @@
-"""Training side of DICE-Talk's emotion path (paper sections 3.1-3.3), on synthetic data for now.
+"""Training side of DICE-Talk's emotion path (paper sections 3.1-3.3): the emotion embedder and its losses.
 
 The release ships no training code and no emotion embedder. These rooms hold the pieces as reusable
 modules: ``embedder`` (the disentangled emotion embedder), ``losses`` (InfoNCE, the VQ objective, the

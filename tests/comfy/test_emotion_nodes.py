@@ -27,9 +27,9 @@ from safetensors import safe_open
 from test_browser import browser, shots, ui_check  # noqa: F401  (fixtures used below)
 from test_emotion_classifiers import write_face_classifier, write_voice_classifier
 from test_emotion_mixing import random_library
-from tiny_models import write_models_folder
 
 from dicetalk_core.model_files import OFFICIAL_PRESETS
+from dicetalk_core.random_models import write_models_folder
 
 EMOTION_NODES = (
     "DICEEmotionPreset",

@@ -51,11 +51,12 @@ from pickle_payload import MarkerPayload
 from PIL import Image
 from safetensors.torch import load_file
 from test_presets import npy_with_pickle
-from tiny_models import WIDTH, write_models_folder
 from transformers import WhisperConfig, WhisperModel
 
 from dicetalk_core.face import crop_around_face, default_detector, model_size
 from dicetalk_core.models import PoseGuider
+from dicetalk_core.models.layouts import TINY
+from dicetalk_core.random_models import write_models_folder
 from dicetalk_core.rates import FRAME_STEP, GENERATION_FPS, MAX_AUDIO_FRAMES, SAMPLES_PER_FRAME
 
 logger = logging.getLogger(__name__)
@@ -549,6 +550,10 @@ def torch_file(make_state: Callable[[dict], dict]) -> Writer:
     return write
 
 
+def wider_pose_guider() -> PoseGuider:
+    return PoseGuider(2 * TINY.pose_guider["out_channels"], TINY.pose_guider_channels)
+
+
 def mis_shaped_adapter(state: dict) -> dict:
     key = next(k for k in state if k.endswith("to_k_ip.1.weight"))
     return {**state, key: torch.zeros(state[key].shape[0], state[key].shape[1] + 1)}
@@ -600,8 +605,8 @@ BAD_FILES = {
         lambda *_: {"unet.pth": torch_file(mis_shaped_adapter)},
         lambda _: ("does not fit the DICE-Talk UNet", "1 shape mismatches", "to_k_ip.1.weight: file (32, 33)"),
     ),
-    "pose_guider_of_another_size": BadFile(
-        lambda *_: {"pose_guider.pth": lambda p: torch.save(PoseGuider(2 * WIDTH, (8, 16, 16, 32)).state_dict(), p)},
+    "pose_guider_of_another_size": BadFile(  # twice as wide as the tiny UNet's first stage
+        lambda *_: {"pose_guider.pth": lambda p: torch.save(wider_pose_guider().state_dict(), p)},
         lambda folder: (str(folder.resolve()), "pose_guider.pth gives 64 feature channels; unet.pth takes 32"),
     ),
     "whisper_of_another_size": BadFile(

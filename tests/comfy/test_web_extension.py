@@ -38,13 +38,13 @@ from dicetalk_harness import (
     unavailable,
 )
 from test_browser import browser, shots  # noqa: F401  (fixtures used below)
-from tiny_models import write_models_folder
 
 from dicetalk_core.emotion import PresetLibrary, emotion_from_spec, parse_emotion_spec
 from dicetalk_core.emotion import text as text_grammar
 from dicetalk_core.emotion.spec import KeyframeSpec
 from dicetalk_core.errors import InputError
 from dicetalk_core.model_files import OFFICIAL_PRESETS
+from dicetalk_core.random_models import write_models_folder
 from dicetalk_core.rates import GENERATION_FPS
 
 logger = logging.getLogger(__name__)
