@@ -102,11 +102,11 @@ class DiceTalkSession:
         rife = read("rife") if interpolate else None
         session = cls(models, whisper, rife, precision)
         if low_memory:
-            slots = {name: (models, name) for name in DiceTalkModels.MODULES}
-            slots["whisper"] = (whisper, "encoder")
+            holders = {name: (models, name) for name in DiceTalkModels.MODULES}
+            holders["whisper"] = (whisper, "encoder")
             if interpolate:
-                slots["rife"] = (session, "rife")
-            session.stage_loader = StageLoader(loaders, slots)
+                holders["rife"] = (session, "rife")
+            session.stage_loader = StageLoader(loaders, holders)
         return session
 
     def _enter(self, stage: str) -> None:

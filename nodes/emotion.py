@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 CATEGORY = "DICE-Talk"
 BANK_MODES = ("full_bank", "retrieval")
 AUTO = "auto"
-SLOTS = ("emotion_1", "emotion_2", "emotion_3")
+NAMED_INPUTS = ("emotion_1", "emotion_2", "emotion_3")
+"""Emotion inputs of DICE-Talk Emotion Timeline, used in its text by these names."""
 DEFAULT_KEYFRAMES = "slightly sad, then very happy at 2s"
 KEYFRAMES_TOOLTIP = (
     "The emotion over the clip, as text or JSON.\n"
@@ -163,12 +164,12 @@ class DICEEmotionTimeline:
 
     @classmethod
     def INPUT_TYPES(cls):
-        slot = {"tooltip": "An emotion to use in the text by this input's name (a fixed one: preset, mix, clip)."}
+        named = {"tooltip": "An emotion to use in the text by this input's name (a fixed one: preset, mix, clip)."}
         return {
             "required": {
                 "keyframes": ("STRING", {"default": DEFAULT_KEYFRAMES, "multiline": True, "tooltip": KEYFRAMES_TOOLTIP})
             },
-            "optional": {name: ("DICE_EMOTION", dict(slot)) for name in SLOTS},
+            "optional": {name: ("DICE_EMOTION", dict(named)) for name in NAMED_INPUTS},
         }
 
     @classmethod
@@ -181,8 +182,8 @@ class DICEEmotionTimeline:
             return str(err)
         return True
 
-    def build(self, keyframes: str, **slots: Emotion):
-        inputs = {name: as_emotion(value) for name, value in slots.items() if value is not None}
+    def build(self, keyframes: str, **named: Emotion):
+        inputs = {name: as_emotion(value) for name, value in named.items() if value is not None}
         emotion = emotion_from_spec(keyframes, preset_library(), inputs)
         return (emotion, _summary(emotion))
 

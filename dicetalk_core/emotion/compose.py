@@ -63,7 +63,7 @@ def build_emotion(
     Args:
         specs: from :func:`parse_emotion_spec`.
         library: the preset folders (neutral is taken from it when an intensity is not 1).
-        inputs: connected emotions by slot name (``emotion_1`` ...), fixed ones only.
+        inputs: connected emotions by input name (``emotion_1`` ...), fixed ones only.
         source / spec_text: recorded in the provenance.
     """
     inputs = dict(inputs or {})

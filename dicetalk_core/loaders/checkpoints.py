@@ -168,7 +168,7 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], *, so
         if items:
             more = f" (+{len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
             lines.append(f"{len(items)} {label}: {', '.join(items[:_SHOWN])}{more}")
-    lines.append("Check that the file is the official release file for this slot and re-download it if needed.")
+    lines.append("Check that the file is the official release file of this name and re-download it if needed.")
     raise CheckpointError("\n".join(lines))
 
 

@@ -126,7 +126,7 @@ class ModelFiles:
     """Where each module of :class:`DiceTalkModels` is read from, and the device and dtypes it runs in.
 
     Attributes:
-        paths: the DICE-Talk weight file of each slot of :data:`DICE_TALK_FILES`.
+        paths: the file found for each name of :data:`~dicetalk_core.model_files.DICE_TALK_FILES`.
         svd_path: the SVD-xt diffusers folder or ``svd_xt.safetensors`` (VAE, CLIP image encoder).
         configs: the SVD architectures (from the folder's config files, else SVD-xt's).
         precision: device and dtypes (see :meth:`DiceTalkModels.to_precision`).
@@ -197,10 +197,10 @@ def check_models_fit(models: DiceTalkModels, paths: Mapping[str, Path]) -> None:
 
     Args:
         models: the loaded modules.
-        paths: the file each module came from, by slot name (:data:`DICE_TALK_FILES`).
+        paths: the file each module came from, by its release file name (:data:`DICE_TALK_FILES`).
     """
     unet, pose, audio, emotion = (
-        paths[slot].name for slot in (UNET_FILE, POSE_GUIDER_FILE, AUDIO_PROJECTION_FILE, EMOTION_MODEL_FILE)
+        paths[name].name for name in (UNET_FILE, POSE_GUIDER_FILE, AUDIO_PROJECTION_FILE, EMOTION_MODEL_FILE)
     )
     audio_dim, emotion_dim = (layer.in_features for layer in models.unet.adapter_processors()[0].to_k_ip)
     channels, pose_channels = models.unet.conv_in.out_channels, models.pose_guider.conv_out.out_channels

@@ -26,8 +26,8 @@ SESSION_STAGES: dict[str, tuple[str, ...]] = {
 """The stages of a session run, in order, and the modules each one uses."""
 
 Loader = Callable[[], nn.Module]
-Slot = tuple[object, str]
-"""Where a module lives: an object and the attribute that holds it."""
+Holder = tuple[object, str]
+"""Where a module lives: an object and the name of its attribute that holds the module."""
 
 
 def is_released(module: nn.Module) -> bool:
@@ -46,39 +46,39 @@ class StageLoader:
     Args:
         loaders: per module name (of :data:`SESSION_STAGES`), a function reading it from its files,
             ready to run (device, dtype, eval mode).
-        slots: per module name, where the run finds it; :meth:`enter` swaps modules in and out there.
+        holders: per module name, where the run finds it; :meth:`enter` swaps modules in and out there.
     """
 
-    def __init__(self, loaders: Mapping[str, Loader], slots: Mapping[str, Slot]) -> None:
-        unknown = set(loaders) ^ set(slots)
+    def __init__(self, loaders: Mapping[str, Loader], holders: Mapping[str, Holder]) -> None:
+        unknown = set(loaders) ^ set(holders)
         if unknown:
-            raise ValueError(f"loaders and slots must name the same modules; they differ in {sorted(unknown)}")
+            raise ValueError(f"loaders and holders must name the same modules; they differ in {sorted(unknown)}")
         self.loaders = dict(loaders)
-        self.slots = dict(slots)
+        self.holders = dict(holders)
 
     def module(self, name: str) -> nn.Module:
-        holder, attribute = self.slots[name]
+        holder, attribute = self.holders[name]
         return getattr(holder, attribute)
 
     def enter(self, stage: str) -> None:
         """Release every loaded module ``stage`` does not use, then load the ones it uses that are released."""
         if stage not in SESSION_STAGES:
             raise KeyError(f"unknown stage {stage!r}; one of {', '.join(SESSION_STAGES)}")
-        needed = set(SESSION_STAGES[stage]) & set(self.slots)
-        for name in self.slots.keys() - needed:
+        needed = set(SESSION_STAGES[stage]) & set(self.holders)
+        for name in self.holders.keys() - needed:
             if not is_released(self.module(name)):
                 release(self.module(name))
         for name in needed:
             if is_released(self.module(name)):
-                holder, attribute = self.slots[name]
+                holder, attribute = self.holders[name]
                 setattr(holder, attribute, self.loaders[name]())
 
     def release_all(self) -> None:
         """Release every module (the end of a run)."""
-        for name in self.slots:
+        for name in self.holders:
             if not is_released(self.module(name)):
                 release(self.module(name))
 
     def loaded(self) -> list[str]:
         """The names of the modules that hold their weights now."""
-        return [name for name in self.slots if not is_released(self.module(name))]
+        return [name for name in self.holders if not is_released(self.module(name))]
