@@ -43,7 +43,6 @@ LOG = logging.getLogger("dicetalk.setup")
 COMFY_CLI_SPEC = "comfy-cli==1.23.0"  # the version whose `install` options were checked
 INSTALLED_MARKER = ".dicetalk-comfyui-installed"
 EXAMPLE = REPO_ROOT / "example_workflows" / "basic.json"
-IN_COMFY_PYTHON = "--in-comfyui-python"  # steps 3-4, run by this script itself with ComfyUI's Python
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, never through a proxy
 
 
@@ -199,7 +198,8 @@ def ensure_weights(models_dir: Path, source: Path | None, *, accept: bool = Fals
     shutil.rmtree(models_dir / ".download", ignore_errors=True)
     if missing:
         raise SetupError(f"Missing required weight files in {source} (or in {models_dir}):\n  " + "\n  ".join(missing))
-    LOG.info("Weights ready in %s: %d placed now; optional, not in the source: %s", models_dir, len(placed), absent)
+    optional = ", ".join(absent) or "none"
+    LOG.info("Weights ready in %s: %d placed now; optional, not in the source: %s", models_dir, len(placed), optional)
     return placed
 
 
@@ -345,7 +345,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--timeout", type=float, default=0, help="Stop the run after this many seconds (0 = none).")
     add("--setup-only", **flag, help="Stop after the weights step.")
     add("-v", "--verbose", **flag, help="Debug output (e.g. ComfyUI tracebacks).")
-    add(IN_COMFY_PYTHON, **flag, help=argparse.SUPPRESS)
+    add("--in-comfyui-python", **flag, help=argparse.SUPPRESS)  # steps 3-4, run by the script with ComfyUI's Python
     return parser.parse_args(argv)
 
 
@@ -359,7 +359,7 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> int:
         LOG.info("[1/4] ComfyUI")
         comfy_dir, python = resolve_comfyui(args)
         install_pack(comfy_dir, python)
-        more = ["--comfyui", str(comfy_dir), "--python", python, IN_COMFY_PYTHON]
+        more = ["--comfyui", str(comfy_dir), "--python", python, "--in-comfyui-python"]
         return subprocess.run([python, str(Path(__file__).resolve()), *argv, *more]).returncode
     comfy_dir, python = Path(args.comfyui), args.python
     LOG.info("[3/4] Weights")

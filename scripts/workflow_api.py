@@ -9,7 +9,7 @@ running server's ``/object_info``, so the example workflows stay the only hand-k
 * widgets the frontend adds by itself are dropped (``upload``) or sent as the frontend sends them
   (``audioUI``: an empty string);
 * a linked input becomes ``[source node id, output slot]``, followed through Reroute nodes; an input fed
-  by a muted node or a PrimitiveNode keeps its widget value, as in the frontend;
+  by a PrimitiveNode keeps its widget value, and one fed by a node left out is left out, as in the frontend;
 * Note, Reroute, PrimitiveNode and muted nodes are left out.
 
 Standard library only, so the setup script can use it before anything is installed.
@@ -22,7 +22,7 @@ from typing import Any
 UI_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 """Node types that exist only in the editor."""
 FRONTEND_WIDGETS: dict[str, str | None] = {"upload": None, "audioUI": ""}
-"""Widgets the frontend adds to media loaders, and what it sends for them (None: nothing)."""
+"""Widgets the frontend adds to media nodes, and what it sends for them (None: nothing)."""
 CONTROL_AFTER_GENERATE_DEFAULT = ("seed", "noise_seed")
 """INT inputs with these names get the frontend's control widget unless they say otherwise."""
 MUTED, BYPASSED = 2, 4
@@ -64,16 +64,12 @@ def _widget_inputs(node: dict[str, Any], declared: dict[str, list[Any]]) -> dict
 
 
 def _source(link_id: int | None, nodes: dict[int, dict[str, Any]], links: dict[int, tuple[int, int]]) -> list | None:
-    """``[node id, slot]`` of the node that feeds a link, through Reroutes; None when it feeds no value."""
+    """``[node id, slot]`` of the node that feeds a link, through Reroutes; None when no node feeds a value."""
     while link_id is not None:
         origin, slot = links[link_id]
-        node = nodes[origin]
-        if node["type"] == "Reroute":
-            link_id = node["inputs"][0].get("link")
-        elif node["type"] in UI_ONLY or node.get("mode", 0) == MUTED:
-            return None
-        else:
-            return [str(origin), slot]
+        if nodes[origin]["type"] != "Reroute":
+            return None if nodes[origin]["type"] in UI_ONLY else [str(origin), slot]
+        link_id = nodes[origin]["inputs"][0].get("link")
     return None
 
 
@@ -101,4 +97,6 @@ def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, d
             if source is not None:
                 inputs[entry["name"]] = source
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    for node in prompt.values():  # inputs fed by nodes left out (muted ones) are left out too
+        node["inputs"] = {k: v for k, v in node["inputs"].items() if not (isinstance(v, list) and v[0] not in prompt)}
     return prompt

@@ -577,10 +577,15 @@ def harness(tmp_path_factory, tiny_models):
 
 
 @pytest.fixture(scope="module")
-def object_info(harness, tmp_path_factory):
+def server(harness, tmp_path_factory):
     comfy, python = harness
     with sar.Server(comfy, python, ["--cpu"], tmp_path_factory.mktemp("log") / "comfyui.log") as server:
-        return server.call("/object_info")
+        yield server
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.call("/object_info")
 
 
 def test_every_example_converts_to_its_api_twin(object_info):
@@ -605,9 +610,14 @@ def test_reroutes_muted_nodes_and_unknown_nodes(object_info):
     reroute = {"id": 50, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": 900}],
                "outputs": [{"name": "", "type": "IMAGE", "links": [link[0]]}]}  # fmt: skip
     muted = {"id": 51, "type": "PreviewAny", "mode": 2, "inputs": [{"name": "source", "type": "*", "link": 901}]}
+    (encoder,) = copy.deepcopy([node for node in workflow["nodes"] if node["type"] == "DICEAudioEncoder"])
+    encoder.update(id=52, mode=2)  # a muted encoder into the bank's optional audio_features: left out with it
+    (bank,) = [node for node in workflow["nodes"] if node["type"] == "DICEEmotionBank"]
+    next(entry for entry in bank["inputs"] if entry["name"] == "audio_features")["link"] = 902
     workflow["links"] += [[900, link[1], link[2], 50, 0, "IMAGE"], [901, 7, 0, 51, 0, "IMAGE"]]
+    workflow["links"].append([902, 52, 0, bank["id"], 2, "DICE_AUDIO_FEATURES"])
     link[1:3] = [50, 0]
-    workflow["nodes"] += [reroute, muted]
+    workflow["nodes"] += [reroute, muted, encoder]
     assert workflow_api.to_api(workflow, object_info) == twin
 
     info = copy.deepcopy(object_info)
@@ -619,11 +629,9 @@ def test_reroutes_muted_nodes_and_unknown_nodes(object_info):
         workflow_api.to_api(workflow, object_info)
 
 
-def test_the_users_inputs_and_settings_go_into_the_basic_example(harness, tmp_path):
-    comfy, python = harness
+def test_the_users_inputs_and_settings_go_into_the_basic_example(server):
     args = _args("--emotion", "happy", "--intensity", "0.5", "--steps", "3", "--resolution", "128", "--seed", "5")
-    with sar.Server(comfy, python, ["--cpu"], tmp_path / "comfyui.log") as server:
-        prompt = server.prompt_for(args, "face.png", "speech.wav")
+    prompt = server.prompt_for(args, "face.png", "speech.wav")
     expected = json.loads((TWINS / "basic_api.json").read_text())
     for node in expected.values():
         node["inputs"].update(
