@@ -353,7 +353,7 @@ def run_all(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for what, path in (("--image", args.image), ("--audio", args.audio)):
         if not path.is_file():
             raise SetupError(f"{what} {path}: no such file.")
-    if args.steps < 1 or args.resolution < 64 or args.resolution % defaults.RESOLUTION_MULTIPLE:
+    if args.steps < 1 or args.resolution <= 0 or args.resolution % defaults.RESOLUTION_MULTIPLE:
         raise SetupError(f"--steps must be >= 1 and --resolution a multiple of {defaults.RESOLUTION_MULTIPLE}.")
     if not args.in_comfyui_python:
         LOG.info("[1/4] ComfyUI")
