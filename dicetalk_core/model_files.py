@@ -117,6 +117,13 @@ class WeightFile:
         """The first of :attr:`names` present under ``folder``, else None."""
         return next((Path(folder) / name for name in self.names if (Path(folder) / name).exists()), None)
 
+    def forms(self) -> tuple[tuple[str, str], ...]:
+        """Where the file may be in a folder laid out like the DICE-Talk folder or like the official release's
+        ``checkpoints/``, each with the name it takes in the DICE-Talk folder: ``(path there, name here)`` pairs,
+        preferred first (:attr:`names`, then :attr:`official_path` and its ``.safetensors`` sibling)."""
+        official = zip(accepted_names(self.official_path), accepted_names(self.path), strict=True)
+        return (*((name, name) for name in self.names), *(official if self.official_path else ()))
+
 
 def accepted_names(name: str) -> tuple[str, ...]:
     """``name`` and, for a pickled ``.pth``/``.pkl`` file, the ``.safetensors`` file of the same stem.
