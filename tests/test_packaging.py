@@ -115,6 +115,14 @@ def test_the_versions_ci_pins_satisfy_the_declared_ranges():
     assert not outside, f".ci/constraints.txt pins versions outside pyproject's ranges: {outside}"
 
 
+def test_readmes_test_command_installs_the_test_extra_and_is_what_ci_runs():
+    tests = (REPO / "README.md").read_text().split("\n## Tests\n", 1)[1].split("\n## ", 1)[0]
+    command = tests.split("```bash\n", 1)[1].split("\n```", 1)[0].strip()
+    assert "\n" not in command, f"README's Tests section should give one line, got:\n{command}"
+    assert '-e ".[test]"' in command and "pytest tests" in command, command
+    assert command in (REPO / ".ci" / "run").read_text(), f".ci/run does not run README's test command: {command}"
+
+
 def test_the_registry_icon_is_a_small_square_png_in_the_repository():
     prefix = "https://raw.githubusercontent.com/comfyui-dicetalk/comfyui-dicetalk/main/"
     icon = PYPROJECT["tool"]["comfy"]["Icon"]

@@ -136,6 +136,7 @@ def installed_server(archive, comfy_dest: Path, models_root: Path, input_dir: Pa
     install = subprocess.run(
         [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"],
         cwd=archive.unpacked,
+        env={key: value for key, value in os.environ.items() if key != "PIP_CONSTRAINT"},  # as Manager runs it
         capture_output=True,
         text=True,
         timeout=900,
