@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -148,15 +147,14 @@ def clean_copy(target: Path) -> Path:
 
 def test_pip_install_of_the_checkout_gives_a_cli_that_runs_from_any_folder(tmp_path):
     """The wheel built from a clean copy holds every engine module; ``python -m dicetalk_core --help`` works
-    outside the checkout (a venv on this Python's packages, so only the engine itself is installed)."""
+    outside the checkout. The engine alone is installed (``--no-deps --target``); this Python's packages
+    provide the dependencies."""
     checkout = clean_copy(tmp_path / "checkout")
-    env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True).create(env_dir)
-    python = env_dir / "bin" / "python"
+    target = tmp_path / "site"
     env = {key: value for key, value in os.environ.items() if key not in {"PYTHONPATH", "PIP_CONSTRAINT"}}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    install = subprocess.run(  # this Python's pip, installing into the venv (no pip of its own to set up)
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(checkout)],
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(checkout)],
         capture_output=True,
         text=True,
         env=env,
@@ -164,8 +162,9 @@ def test_pip_install_of_the_checkout_gives_a_cli_that_runs_from_any_folder(tmp_p
         timeout=600,
     )
     assert install.returncode == 0, install.stderr[-3000:]
+    env["PYTHONPATH"] = str(target)
     where = subprocess.run(
-        [python, "-c", "import dicetalk_core, pathlib; print(pathlib.Path(dicetalk_core.__file__).parent)"],
+        [sys.executable, "-c", "import dicetalk_core, pathlib; print(pathlib.Path(dicetalk_core.__file__).parent)"],
         capture_output=True,
         text=True,
         env=env,
@@ -173,12 +172,17 @@ def test_pip_install_of_the_checkout_gives_a_cli_that_runs_from_any_folder(tmp_p
         check=True,
     )
     installed = Path(where.stdout.strip())
-    assert installed.is_relative_to(env_dir), f"dicetalk_core imported from {installed}, not the venv"
+    assert installed == target / "dicetalk_core", f"dicetalk_core imported from {installed}, not the installed copy"
     shipped = {path.relative_to(installed) for path in installed.rglob("*.py")}
     source = {path.relative_to(checkout / "dicetalk_core") for path in (checkout / "dicetalk_core").rglob("*.py")}
     assert source <= shipped, f"modules left out of the wheel (a folder without __init__.py?): {source - shipped}"
     cli = subprocess.run(
-        [python, "-m", "dicetalk_core", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+        [sys.executable, "-m", "dicetalk_core", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
     )
     assert cli.returncode == 0, cli.stderr[-3000:]
     assert "--models" in cli.stdout and "--emotion" in cli.stdout
