@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import comfy.model_management as mm
 import torch
 
-from ..dicetalk_core.compositing import paste_back, paste_back_bytes
+from ..dicetalk_core.compositing import EVEN_SIZES, paste_back, paste_back_bytes
 from ..dicetalk_core.errors import InputError
 from ..dicetalk_core.face import FaceBox, crop_around_face, find_face
 from ..dicetalk_core.image_io import as_rgb_u8
@@ -71,13 +71,14 @@ class DICEFaceCrop:
 
 
 class DICEPasteBack:
-    """Puts generated face-crop frames back into the original photo, with a soft edge."""
+    """Puts generated face-crop frames back into the original photo, with a soft edge; the frames have even
+    sides, as video encoders need, whatever the photo's size."""
 
     DESCRIPTION = __doc__
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
-    OUTPUT_TOOLTIPS = ("Full-size frames.",)
+    OUTPUT_TOOLTIPS = ("Full-size frames, at most one pixel off the photo's size (even sides).",)
     FUNCTION = "paste"
 
     @classmethod
@@ -96,12 +97,30 @@ class DICEPasteBack:
                         "tooltip": "Width in pixels of the blended edge (0 = hard edge).",
                     },
                 ),
-            }
+            },
+            "optional": {
+                "even_size": (
+                    list(EVEN_SIZES),
+                    {
+                        "default": EVEN_SIZES[0],
+                        "tooltip": "Video needs an even width and height (H.264 in Save Video refuses odd ones). "
+                        "For a photo with an odd side: crop = drop its last row or column (as the command line "
+                        "does), pad = repeat it. Photos with even sides are not changed.",
+                    },
+                ),
+            },
         }
 
-    def paste(self, frames: torch.Tensor, original: torch.Tensor, face: FaceCropInfo, feather: int):
+    def paste(
+        self,
+        frames: torch.Tensor,
+        original: torch.Tensor,
+        face: FaceCropInfo,
+        feather: int,
+        even_size: str = EVEN_SIZES[0],
+    ):
         height, width = original.shape[-3:-1]
-        needed = paste_back_bytes(frames.shape[0], height, width, face.crop_box)
+        needed = paste_back_bytes(frames.shape[0], height, width, face.crop_box, even_size)
         free = mm.get_free_memory(mm.intermediate_device())
         if needed > free:
             raise InputError(
@@ -111,4 +130,4 @@ class DICEPasteBack:
                 "duration)."
             )
         background = torch.from_numpy(as_rgb_u8(original)).float().div(255.0)
-        return (paste_back(frames, background, face.crop_box, feather).cpu(),)
+        return (paste_back(frames, background, face.crop_box, feather, even_size).cpu(),)
