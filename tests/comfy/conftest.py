@@ -8,10 +8,14 @@ models path, and input/output folders in the test's temporary directory.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers shared with the engine tests
+
 from dicetalk_harness import harness_dest, harness_tools, pack_server, write_inputs
 
 from dicetalk_core.random_models import write_models_folder

@@ -37,11 +37,11 @@ from PIL import Image
 from test_emotion_classifiers import write_face_classifier, write_voice_classifier
 from test_emotion_mixing import random_library
 
-from dicetalk_core.audio import GENERATION_FPS
 from dicetalk_core.compositing import EVEN_SIZES, even_size
-from dicetalk_core.emotion import OFFICIAL_PRESETS
 from dicetalk_core.face import model_size
+from dicetalk_core.model_files import OFFICIAL_PRESETS
 from dicetalk_core.random_models import write_models_folder
+from dicetalk_core.rates import GENERATION_FPS
 from dicetalk_core.video_io import read_video_info
 
 logger = logging.getLogger(__name__)
