@@ -183,12 +183,12 @@ def plan_memory(
     return MemoryPlan(one_pass, by_stage, free, verdict)
 
 
-def sampling_working_bytes(layout: ModelLayout, resolution: int, dtype: torch.dtype) -> int:
-    """Estimated peak activations of one UNet call (3 branches x one window) at ``resolution``."""
-    positions = (resolution // 8) ** 2
-    frames = 3 * layout.unet.get("num_frames", defaults.WINDOW)
-    width = 8 * layout.unet["block_out_channels"][0]
-    return SAMPLING_ACTIVATIONS * frames * positions * width * torch.finfo(dtype).bits // 8
+def sampling_working_bytes(unet_config: Mapping, height: int, width: int, dtype: torch.dtype) -> int:
+    """Estimated peak activations of one UNet call (3 branches x one window) for ``height`` x ``width`` video."""
+    positions = (height // 8) * (width // 8)
+    frames = 3 * unet_config.get("num_frames", defaults.WINDOW)
+    channels = 8 * unet_config["block_out_channels"][0]
+    return SAMPLING_ACTIVATIONS * frames * positions * channels * torch.finfo(dtype).bits // 8
 
 
 def call_cost_ratio(from_resolution: int, from_frames: int, to_resolution: int, to_frames: int) -> float:
@@ -462,7 +462,7 @@ def run_deep_check(
     else:
         ratio = call_cost_ratio(SMOKE_RESOLUTION, 3 * window, CHECK_RESOLUTION, 3 * defaults.WINDOW)
         call = min(calls) * ratio
-        work = sampling_working_bytes(layout, CHECK_RESOLUTION, precision.diffusion)
+        work = sampling_working_bytes(models.unet.config, CHECK_RESOLUTION, CHECK_RESOLUTION, precision.diffusion)
         how = f"{min(calls):.2f} s at {SMOKE_RESOLUTION} px x {ratio:.0f} (cost model)"
     report(
         f"UNet call at {CHECK_RESOLUTION} px (3 x {defaults.WINDOW} frames): {call:.2f} s ({how}) -> about "
