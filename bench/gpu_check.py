@@ -13,7 +13,9 @@ reference guidance 3.0, audio guidance 6.0). Parts, in order of value (``--parts
 * ``lowvram``: the same clip (1 step) the low-VRAM way: only the running stage's modules on the device,
   the others in CPU memory, and the process capped at 12 GB (``--vram-target``); peak per stage.
 * ``official`` (with ``--official DIR``): the official DICE-Talk code (its checkout and venv, as
-  ``bench/official.py`` sets them up) on the same sizes and settings, in its own process; ratios.
+  ``bench/official.py`` sets them up, with a CUDA build of torch in that venv on a GPU machine) on the
+  same sizes and settings, in its own process, at ``--official-steps`` (5) steps: its time per UNet
+  call, its other stages and its peak VRAM, as ratios to ours (its clip projected to our UNet calls).
 * ``routing``: one UNet call (3 x 25 frames) with the exact routing against the reference routing
   (``set_routing("reference")``, the official attention math): time ratio and max abs difference.
 * ``precision``: one window (25 frames, 25 steps) in fp16 against fp32: final latents max abs, frames PSNR.
