@@ -29,6 +29,10 @@ denoising loop, decode) and RIFE. To make it run on a CPU with random weights, t
    module provides the three transforms the preprocessing uses (``Compose``, ``ToTensor``:
    uint8 / 255, ``Normalize``: (x - mean) / std), with the same arithmetic.
 
+With ``--device cuda`` (``bench/gpu_check.py --official``) changes 2 and 5 are not made: the official
+code runs as released, fp16 on GPU 0; each UNet call is then timed to its end (CUDA synchronised) and
+the peak ``torch.cuda.max_memory_allocated`` is reported.
+
 After the clip it checks that the official modules hold exactly the files' tensors (its ``unet.pth``
 and ``emo_model.pth`` loads are ``strict=False``, which would hide a key mismatch) and saves the final
 latents, the frames before RIFE and the video after it for the agreement check.
@@ -309,12 +313,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models_root = Path(args.models_root).resolve()
     sys.path.insert(0, str(official))
     _torchvision_stand_in()
-    dice_talk, on_cpu = _import_on_cpu("dice_talk", official / "dice_talk.py", "test", expected=2)
+    on_gpu = args.device == "cuda"
+    if on_gpu:  # the official "cuda" strings stay as they are
+        dice_talk, on_cpu = importlib.import_module("dice_talk"), []
+    else:
+        dice_talk, on_cpu = _import_on_cpu("dice_talk", official / "dice_talk.py", "test", expected=2)
     import librosa.core.audio  # noqa: F401  (lazily imported at the first librosa.load: 3 s, a one-time cost)
 
-    patches = [f"dice_talk.BASE_DIR -> {models_root}", 'config.weight_dtype -> "fp32"', "AlignImage -> given box"]
+    patches = [f"dice_talk.BASE_DIR -> {models_root}", "AlignImage -> given box"]
     dice_talk.BASE_DIR = str(models_root)
-    dice_talk.DICE_Talk.config.weight_dtype = "fp32"
+    if not on_gpu:  # on a GPU the official fp16 and "cuda" strings stay as they are
+        dice_talk.DICE_Talk.config.weight_dtype = "fp32"
+        patches.append('config.weight_dtype -> "fp32"')
     _GivenFace.box = tuple(args.face_box)
     dice_talk.AlignImage = _GivenFace
     width = _unet_width(models_root)
@@ -341,8 +351,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dice_talk.os = no_ffmpeg
     patches.append("save_videos_grid / ffmpeg -> keep the frames, write nothing")
 
-    model = dice_talk.DICE_Talk(device_id=-1, enable_interpolate_frame=True)
+    model = dice_talk.DICE_Talk(device_id=0 if on_gpu else -1, enable_interpolate_frame=True)
     pipe = model.pipe
+    if on_gpu:  # each UNet call timed to its end: synchronise before the clock's hooks run
+        pipe.unet.register_forward_pre_hook(lambda *_: torch.cuda.synchronize())
+        pipe.unet.register_forward_hook(lambda *_: torch.cuda.synchronize())
+        torch.cuda.reset_peak_memory_stats()
     model.whisper.encoder.register_forward_pre_hook(clock.once("audio"))
     model.audio_linear.register_forward_pre_hook(clock.once("conditioning"))
     model.emo_model.register_forward_pre_hook(clock.once("conditioning"))
@@ -396,6 +410,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "transformers": transformers.__version__,
         },
         frames=int(captured["frames"].shape[0]),
+        cuda_max_allocated_mb=torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
         latent_frames=int(captured["latents"].shape[1]),
     )
     return result
@@ -413,6 +428,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=72589)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: official fp16 on GPU 0")
     parser.add_argument("--out", required=True, help="JSON with the measurements")
     parser.add_argument("--tensors", required=True, help="torch file with the final latents, frames and video")
     args = parser.parse_args()

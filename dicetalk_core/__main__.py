@@ -2,6 +2,7 @@
 
 python -m dicetalk_core --image face.png --audio speech.wav --emotion happy --models DIR --out out.mp4
 python -m dicetalk_core --models DIR --check
+python -m dicetalk_core --models DIR --check --deep
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dicetalk_core", description=__doc__.splitlines()[1])
     p.add_argument("--models", required=True, type=Path, help="DICE-Talk folder (see README: weights table)")
     p.add_argument("--check", action="store_true", help="list every weight file needed, found or missing, and exit")
+    p.add_argument(
+        "--deep",
+        action="store_true",
+        help="with --check: load every file and compare it with the official architecture, run a 2-frame "
+        "generation, and tell the device, precision, expected speed and whether 512x512 fits in memory",
+    )
     p.add_argument("--image", type=Path, help="portrait image")
     p.add_argument("--audio", type=Path, help="speech recording (wav, mp3, flac, m4a, ...)")
     p.add_argument(
@@ -77,10 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     interpolate = not args.no_interpolate
+    if args.deep and not args.check:
+        print("--deep goes with --check: python -m dicetalk_core --models DIR --check --deep", file=sys.stderr)
+        return 2
     if args.check:
         files = weight_files(args.models, args.svd, interpolate=interpolate)
         print(format_report(files))
-        return 0 if all(f.found for f in files if f.required) else 1
+        if not all(f.found for f in files if f.required):
+            return 1
+        if not args.deep:
+            return 0
+        from .deep_check import run_deep_check  # torch and the models' code only for --deep
+        from .precision import Precision
+
+        return run_deep_check(args.models, args.svd, precision=Precision.resolve(args.precision, args.device))
     if args.image is None or args.audio is None:
         print("--image and --audio are required (or use --check)", file=sys.stderr)
         return 2

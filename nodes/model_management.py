@@ -2,7 +2,9 @@
 
 Modules live on ComfyUI's offload device; :meth:`DiceTalkBundle.load` asks ComfyUI to move the ones
 a node needs to the torch device right before use (evicting other models as memory requires), and
-ComfyUI offloads them again when other models need the room.
+ComfyUI offloads them again when other models need the room. The same code is right under ComfyUI's
+classic model management and under its dynamic VRAM (comfy-aimdo): the decision of what to offload
+first is :func:`~.vram_plan.plan_stage`, fed with the figures of whichever mode runs.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import torch
 from torch import nn
 
 from ..dicetalk_core.audio import WhisperAudioEncoder
-from ..dicetalk_core.models.bundle import DiceTalkModels
+from ..dicetalk_core.deep_check import sampling_working_bytes
+from ..dicetalk_core.models.bundle import STAGE_MODULES, DiceTalkModels
 from ..dicetalk_core.precision import DTYPES, Precision
+from .vram_plan import StagePlan, VramFigures, plan_stage
 
 MANAGED_PARTS = ("unet", "vae", "image_encoder", "pose_guider", "audio_projection", "emotion_model")
 
@@ -39,6 +43,35 @@ class ManagedModule(nn.Module):
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.module = module
+
+
+def dynamic_vram_enabled() -> bool:
+    """Whether ComfyUI runs its dynamic VRAM (comfy-aimdo); False on ComfyUI versions without it."""
+    try:
+        import comfy.memory_management as memory_management
+    except ImportError:
+        return False
+    enabled = getattr(memory_management, "aimdo_enabled", None)
+    if enabled is None:  # the first releases with comfy-aimdo set an allocator instead of a flag
+        return getattr(memory_management, "aimdo_allocator", None) is not None
+    return bool(enabled)
+
+
+def vram_figures(device: torch.device, patcher: comfy.model_patcher.ModelPatcher) -> VramFigures:
+    """ComfyUI's memory figures for ``device`` now, in either mode (see :class:`~.vram_plan.VramFigures`)."""
+    free = int(mm.get_free_memory(device))
+    reclaimable = 0
+    counted_by_patcher = getattr(patcher, "get_free_memory", None)  # with dynamic VRAM: + the pages models give back
+    if callable(counted_by_patcher):
+        reclaimable = max(0, int(counted_by_patcher(device)) - free)
+    return VramFigures(
+        free=free,
+        reclaimable=reclaimable,
+        dynamic=dynamic_vram_enabled(),
+        low_vram=mm.vram_state == mm.VRAMState.LOW_VRAM,
+        no_vram=mm.vram_state == mm.VRAMState.NO_VRAM,
+        on_gpu=device.type != "cpu",
+    )
 
 
 def patcher_for(module: nn.Module) -> comfy.model_patcher.ModelPatcher:
@@ -66,15 +99,31 @@ class DiceTalkBundle:
         """The device and dtypes the parts run with once loaded."""
         return Precision(device=self.patchers["unet"].load_device, diffusion=self.diffusion_dtype)
 
-    def load(self, *names: str, memory_required: int = 0) -> None:
+    def load(self, *names: str, memory_required: int = 0) -> StagePlan:
         """Move the named parts to the torch device now, with ``memory_required`` bytes of room beside them.
 
-        ComfyUI offloads other models (DICE-Talk's own parts included) when the room is missing; under
-        ``--lowvram`` / ``--novram`` every other model is offloaded first, so one stage's modules are on
-        the device at a time. They run with :attr:`precision`.
+        ComfyUI offloads other models (DICE-Talk's own parts included) when the room is missing. Every
+        other model is offloaded first under ``--novram``, under ``--lowvram`` with the classic model
+        management, and whenever the parts cannot fit otherwise (:func:`~.vram_plan.plan_stage`). They
+        run with :attr:`precision`. Returns the plan that was followed.
         """
         patchers = [self.patchers[n] for n in names]
-        if mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
-            device = patchers[0].load_device
+        device = patchers[0].load_device
+        to_load = sum(max(0, p.model_size() - p.loaded_size()) for p in patchers)
+        plan = plan_stage(to_load, memory_required, vram_figures(device, patchers[0]), mm.extra_reserved_memory())
+        if plan.offload_others:
             mm.free_memory(float("inf"), device, keep_loaded=[mm.LoadedModel(p) for p in patchers])
-        mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+        mm.load_models_gpu(patchers, memory_required=plan.memory_required, force_full_load=True)
+        return plan
+
+    def load_stage(self, stage: str, memory_required: int, image_size: tuple[int, int]) -> StagePlan:
+        """Load the modules of the generation ``stage`` (see ``STAGE_MODULES``) for ``image_size`` (H, W) video.
+
+        The sampling stage asks for room for one UNet call's activations (the engine names no figure
+        for it), so ComfyUI does not leave the UNet a few hundred MB beside other models.
+        """
+        if stage == "sampling":
+            height, width = image_size
+            working = sampling_working_bytes(self.models.unet.config, height, width, self.diffusion_dtype)
+            memory_required = max(memory_required, working)
+        return self.load(*STAGE_MODULES[stage], memory_required=memory_required)
