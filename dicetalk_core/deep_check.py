@@ -40,7 +40,7 @@ from .loaders.rife import load_rife
 from .loaders.stages import SESSION_STAGES
 from .loaders.svd import build_scheduler
 from .loaders.whisper import check_whisper_fits, load_whisper
-from .memory import decode_frame_bytes, free_memory_bytes
+from .memory import decode_frame_bytes, free_memory_bytes, unet_call_bytes
 from .model_files import (
     AUDIO_PROJECTION_FILE,
     EMOTION_MODEL_FILE,
@@ -69,10 +69,7 @@ CHECK_RESOLUTION = 512
 REFERENCE_CLIP_SECONDS = 10.0
 """The clip length the seconds-per-second-of-video figure is given for."""
 SPATIAL_ATTENTION_SHARE = 13.0 / 104.9
-"""Share of spatial self-attention (quadratic in positions) in a 512 px UNet call (spec §8.2)."""
-SAMPLING_ACTIVATIONS = 2
-"""Live copies, at the peak of a UNet call, of its widest activation: the first level's feed-forward
-projection (8 x the first width: GEGLU of 4 x) over every frame of the 3-branch batch."""
+"""Share of spatial self-attention (quadratic in positions) in a 512 px UNet call (``bench/flops.py``)."""
 CONDITIONING_FRAMES = 2
 """The VAE encode of the portrait holds about as much as decoding this many frames (fp32)."""
 MEMORY_MARGIN = 0.9
@@ -181,14 +178,6 @@ def plan_memory(
     budget = free * margin
     verdict = "one pass" if one_pass <= budget else "stage by stage" if by_stage <= budget else "does not fit"
     return MemoryPlan(one_pass, by_stage, free, verdict)
-
-
-def sampling_working_bytes(unet_config: Mapping, height: int, width: int, dtype: torch.dtype) -> int:
-    """Estimated peak activations of one UNet call (3 branches x one window) for ``height`` x ``width`` video."""
-    positions = (height // 8) * (width // 8)
-    frames = 3 * unet_config.get("num_frames", defaults.WINDOW)
-    channels = 8 * unet_config["block_out_channels"][0]
-    return SAMPLING_ACTIVATIONS * frames * positions * channels * torch.finfo(dtype).bits // 8
 
 
 def call_cost_ratio(from_resolution: int, from_frames: int, to_resolution: int, to_frames: int) -> float:
@@ -455,6 +444,7 @@ def run_deep_check(
     if not finite:
         return 1
     measured = timed_call_512(models, precision)
+    latent = (CHECK_RESOLUTION // 8, CHECK_RESOLUTION // 8)
     calls_per_second = unet_calls(REFERENCE_CLIP_SECONDS) / REFERENCE_CLIP_SECONDS
     if measured is not None:
         call, work = measured
@@ -462,7 +452,7 @@ def run_deep_check(
     else:
         ratio = call_cost_ratio(SMOKE_RESOLUTION, 3 * window, CHECK_RESOLUTION, 3 * defaults.WINDOW)
         call = min(calls) * ratio
-        work = sampling_working_bytes(models.unet.config, CHECK_RESOLUTION, CHECK_RESOLUTION, precision.diffusion)
+        work = unet_call_bytes(models.unet.config, latent, 3 * defaults.WINDOW, precision.diffusion)
         how = f"{min(calls):.2f} s at {SMOKE_RESOLUTION} px x {ratio:.0f} (cost model)"
     report(
         f"UNet call at {CHECK_RESOLUTION} px (3 x {defaults.WINDOW} frames): {call:.2f} s ({how}) -> about "
@@ -470,7 +460,6 @@ def run_deep_check(
         f"calls for {REFERENCE_CLIP_SECONDS:g} s of speech; decode and RIFE add a few percent)"
     )
     weights = {name: module_bytes(module) for name, module in loaded.modules.items()}
-    latent = (CHECK_RESOLUTION // 8, CHECK_RESOLUTION // 8)
     per_frame = decode_frame_bytes(models.vae, latent)
     working = {
         "sampling": work,

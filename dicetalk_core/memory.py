@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import torch
 
 logger = logging.getLogger(__name__)
 
+UNET_CALL_ACTIVATIONS = 2
+"""Live copies, at the peak of a UNet call, of its widest activation: the first level's feed-forward
+projection (8 x the first width: GEGLU of 4 x) over every frame of the batch."""
 DECODE_ACTIVATIONS = 6  # peak live tensors of the decoder's full-resolution stage, in (C0, H, W) units
 MAX_CLIPS_PER_CALL = 8
 MEMORY_SHARE = 0.5  # of the free memory a decode call may take
@@ -19,6 +23,13 @@ def free_memory_bytes(device: torch.device) -> int | None:
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
     return None
+
+
+def unet_call_bytes(unet_config: Mapping, latent_size: tuple[int, int], frames: int, dtype: torch.dtype) -> int:
+    """Estimated peak activations (bytes) of one UNet call over ``frames`` frames (all CFG branches of a
+    window) of latents of ``latent_size`` (h, w)."""
+    channels = 8 * unet_config["block_out_channels"][0]
+    return UNET_CALL_ACTIVATIONS * frames * latent_size[0] * latent_size[1] * channels * torch.finfo(dtype).bits // 8
 
 
 def decode_frame_bytes(vae: torch.nn.Module, latent_size: tuple[int, int]) -> int:

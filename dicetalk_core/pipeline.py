@@ -17,7 +17,7 @@ from . import defaults
 from .emotion.conditioning import EmotionConditioning
 from .errors import InputError
 from .fast_mode import FastMode
-from .memory import decode_frame_bytes
+from .memory import decode_frame_bytes, unet_call_bytes
 from .models import AudioProjection, PoseGuider
 from .models.bundle import DiceTalkModels
 from .precision import Precision
@@ -213,8 +213,9 @@ def generate(
         emotion: emotion tokens (whole clip or per frame), see :mod:`.emotion.conditioning`.
         seed / noise: exactly one; the seed draws :class:`InitialNoise` in the official order.
         on_stage: called before each stage of :data:`~.models.bundle.STAGE_MODULES` with its name and the working
-            memory it needs beyond its modules (bytes; 0 when small), so a caller can load just
-            those modules and make room for them.
+            memory it needs beyond its modules (bytes; 0 when small: the sampling stage names one UNet
+            call's activations, the decode one temporal clip's), so a caller can load just those modules
+            and make room for them.
 
     Returns:
         ``frames`` ``(N, 3, H, W)`` float32 in [0, 1] on the CPU and the final latents ``(1, N + window, 4, h, w)``.
@@ -234,7 +235,8 @@ def generate(
     cond, ref_latents = build_conditioning(
         models, reference, audio_windows, emotion, settings, noise.augmentation, precision
     )
-    stage("sampling", 0)
+    branches = 3 * settings.sampler.window
+    stage("sampling", unet_call_bytes(models.unet.config, latent_shape[-2:], branches, precision.diffusion))
     models.unet.set_adapter_scales(*settings.adapter_scales)
     latents = sample(
         models.unet,

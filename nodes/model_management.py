@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from ..dicetalk_core.audio import WhisperAudioEncoder
-from ..dicetalk_core.deep_check import sampling_working_bytes
-from ..dicetalk_core.models.bundle import STAGE_MODULES, DiceTalkModels
+from ..dicetalk_core.models.bundle import DiceTalkModels
 from ..dicetalk_core.precision import DTYPES, Precision
 from .vram_plan import StagePlan, VramFigures, plan_stage
 
@@ -115,15 +114,3 @@ class DiceTalkBundle:
             mm.free_memory(float("inf"), device, keep_loaded=[mm.LoadedModel(p) for p in patchers])
         mm.load_models_gpu(patchers, memory_required=plan.memory_required, force_full_load=True)
         return plan
-
-    def load_stage(self, stage: str, memory_required: int, image_size: tuple[int, int]) -> StagePlan:
-        """Load the modules of the generation ``stage`` (see ``STAGE_MODULES``) for ``image_size`` (H, W) video.
-
-        The sampling stage asks for room for one UNet call's activations (the engine names no figure
-        for it), so ComfyUI does not leave the UNet a few hundred MB beside other models.
-        """
-        if stage == "sampling":
-            height, width = image_size
-            working = sampling_working_bytes(self.models.unet.config, height, width, self.diffusion_dtype)
-            memory_required = max(memory_required, working)
-        return self.load(*STAGE_MODULES[stage], memory_required=memory_required)

@@ -15,6 +15,7 @@ from ..dicetalk_core.image_io import as_rgb_u8
 from ..dicetalk_core.interpolation import IFNet, interpolate_frames
 from ..dicetalk_core.loaders.rife import load_rife
 from ..dicetalk_core.model_files import RIFE_FILE
+from ..dicetalk_core.models.bundle import STAGE_MODULES
 from ..dicetalk_core.pipeline import GenerationSettings, ReferenceInputs, generate
 from ..dicetalk_core.rates import GENERATION_FPS, interpolated_fps
 from ..dicetalk_core.sampler import SamplerSettings
@@ -221,7 +222,7 @@ class DICESampler:
             seed=seed,
             on_window=progress,
             should_stop=stop_requested,
-            on_stage=lambda stage, memory: model.load_stage(stage, memory, portrait.ref_image.shape[-2:]),
+            on_stage=lambda stage, memory: model.load(*STAGE_MODULES[stage], memory_required=memory),
         )
         mm.soft_empty_cache()
         video = frames.permute(0, 2, 3, 1).to(mm.intermediate_device())
