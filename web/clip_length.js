@@ -4,18 +4,17 @@
  * From the timeline node it follows the graph downstream to a DICE-Talk Emotion Bank, from there
  * upstream to the DICE-Talk Audio Encoder on the bank's `audio_features`, and from the encoder to the
  * node on its `audio` input (Load Audio: its `audio` widget names a file in ComfyUI's input folder).
- * The file is fetched from the server's `/view` route and decoded with the Web Audio API at 16 kHz,
- * so the frame count is the one the Python side computes: `(samples // 640) // 2` (12.5 per second).
+ * The file is fetched from the server's `/view` route and decoded with the Web Audio API at the audio
+ * front end's sample rate, so the frame count is the one the Python side computes (`framesFromSamples`).
  * The encoder's `duration` widget, when above 0, trims or pads to that many seconds, as in Python.
  */
 
-import { framesFromSamples } from "./keyframes.js";
+import { SAMPLE_RATE, framesFromSamples } from "./keyframes.js";
 
 const ENCODER = "DICEAudioEncoder";
 const BANK = "DICEEmotionBank";
-const SAMPLE_RATE = 16000;
 
-/** Decoded lengths (16 kHz samples) by URL, shared by every timeline node. */
+/** Decoded lengths (samples at SAMPLE_RATE) by URL, shared by every timeline node. */
 const decoded = new Map();
 
 function upstream(graph, node, inputName) {
