@@ -15,6 +15,8 @@ import path from "node:path";
 import { createRequire } from "node:module";
 
 const MULTI = new Set(["setting", "allow-404", "allow-console", "example"]);
+/** The name the pack's web/dicetalk.js registers its extension under. */
+const PACK_EXTENSION = "dicetalk.emotion_timeline";
 
 /** `--key value` pairs; the keys in MULTI may repeat and give lists. */
 export function parseArgs(argv) {
@@ -126,6 +128,8 @@ export async function openApp(args, report, label) {
   await page.waitForTimeout(1000);
   report.frontend = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
   report.extensions = await page.evaluate(() => window.app.extensions.map((e) => e.name));
+  if (!report.extensions.includes(PACK_EXTENSION))
+    report.problems.push(`the pack's web extension ${PACK_EXTENSION} is not loaded (is web/ served by this server?)`);
   step("app ready", { frontend: report.frontend });
   return { browser, page, step, out, timeout };
 }
@@ -207,7 +211,7 @@ export async function fitView(page, boxes) {
     canvas.ds.offset = [margin.left / scale - left, margin.top / scale - top];
     canvas.setDirty(true, true);
   }, boxes);
-  await page.waitForTimeout(600);
+  await page.waitForTimeout(400);
 }
 
 /**

@@ -1,5 +1,5 @@
 """Fixtures of the real-ComfyUI tests: tiny weights, test inputs, one server per test module, and the
-browser tests' servers (one per frontend, shared by every browser test of the session).
+browser tests' servers (one per frontend, shared by a module's browser tests).
 
 See ``dicetalk_harness.py`` for ``COMFYUI_DIR``. Each server-side test module gets its own server (so
 ComfyUI's output cache never carries a result from one module's runs into another's), started with the
@@ -99,14 +99,17 @@ def browser_models(comfy_dest: Path, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def frontend_servers(comfy_dest: Path, browser_models: Path, input_dir: Path, tmp_path_factory) -> Iterator:
-    """``servers["harness"]`` / ``servers["newest"]``: a server serving that frontend, shared by all browser tests
-    (the render mode is a user setting each check writes before opening the page)."""
+    """``servers["harness"]`` / ``servers["newest"]``: a server serving that frontend, shared by the module's
+    browser tests (the render mode is a user setting each check writes before opening the page). Per module,
+    as the other servers: every server links the pack into ``custom_nodes`` and unlinks it when it stops,
+    which would leave a longer-lived server without the pack's web folder."""
     output = tmp_path_factory.mktemp("browser_output")
 
     def start(front_end_root: Path | None):
-        return pack_server(comfy_dest, browser_models, input_dir, output, front_end_root)
+        user = tmp_path_factory.mktemp("browser_user")
+        return pack_server(comfy_dest, browser_models, input_dir, output, front_end_root, user)
 
     with ExitStack() as stack:
         yield FrontendServers(comfy_dest, start, stack)

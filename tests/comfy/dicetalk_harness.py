@@ -103,17 +103,26 @@ def harness_tools() -> Path:
     return tools
 
 
-def pack_server(dest: Path, models_dir: Path, input_dir: Path, output_dir: Path, front_end_root: Path | None = None):
+def pack_server(
+    dest: Path,
+    models_dir: Path,
+    input_dir: Path,
+    output_dir: Path,
+    front_end_root: Path | None = None,
+    user_dir: Path | None = None,
+):
     """A ComfyUI server (not started yet: use it as a context manager) with only this pack, on ``models_dir``.
 
     Live previews are on (``--preview-method latent2rgb``), so the sampler's preview code runs in every
     test, and the server uses one OpenMP thread: on a shared 2-core machine OpenMP spin-waiting made a
     tiny run take 40-55 s instead of about 6 s. ``front_end_root`` serves another frontend than the one
-    ComfyUI's requirements installed (``--front-end-root``).
+    ComfyUI's requirements installed (``--front-end-root``); ``user_dir`` keeps the user settings the
+    browser checks write (e.g. the render mode) out of the harness's own ``ComfyUI/user``.
     """
     from comfy_server import ComfyServer
 
     front_end = [f"--front-end-root={front_end_root}"] if front_end_root else []
+    front_end += [f"--user-directory={user_dir}"] if user_dir else []
     return ComfyServer(
         dest,
         packs=[REPO],

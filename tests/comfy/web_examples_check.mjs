@@ -37,7 +37,7 @@ async function load(name) {
       const response = await window.app.api.fetchApi(`/workflow_templates/${pack}/${name}.json`);
       if (!response.ok) throw new Error(`template ${pack}/${name}: HTTP ${response.status}`);
       await window.app.loadGraphData(await response.json(), true, true, name);
-      await new Promise((r) => setTimeout(r, 800));
+      await new Promise((r) => setTimeout(r, 600)); // Nodes 2.0 mounts and measures its node elements
       const unregistered = window.app.graph.nodes
         .filter((n) => !window.LiteGraph.registered_node_types[n.type])
         .map((n) => n.type);
@@ -96,7 +96,7 @@ async function run(name, entry) {
       previews: window.__dice.previews,
     })),
   );
-  await page.waitForTimeout(1000); // previews and outputs drawn before the screenshot
+  await page.waitForTimeout(800); // previews and outputs drawn before the screenshot
 }
 
 try {

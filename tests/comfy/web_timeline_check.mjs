@@ -144,8 +144,9 @@ try {
     ds.scale = 1;
     ds.offset = [-pos[0] + 80, -pos[1] + 90];
     window.app.canvas.setDirty(true, true);
+    // the middle of the empty place: away from the window edges, where a node on the cursor pans the canvas
     const rect = window.app.canvas.canvas.getBoundingClientRect();
-    return { x: rect.left + 80 + 40, y: rect.top + 90 + 20 };
+    return { x: rect.left + 80 + 200, y: rect.top + 90 + 200 };
   });
   await settle();
   await page.mouse.move(place.x, place.y);
@@ -164,14 +165,15 @@ try {
     timeout: 20000,
   });
   // later frontends hang a node added from the search on the cursor until a click places it
-  report.placed_by_click = await page.evaluate(
-    () => !!window.app.graph.nodes.find((n) => n.type === "DICEEmotionTimeline").flags?.ghost,
-  );
-  if (report.placed_by_click) {
+  const onCursor = () =>
+    page.evaluate(() => !!window.app.graph.nodes.find((n) => n.type === "DICEEmotionTimeline").flags?.ghost);
+  report.placed_by_click = await onCursor();
+  for (let tries = 0; tries < 5 && (await onCursor()); tries++) {
     await page.mouse.move(place.x + 5, place.y + 5);
     await page.mouse.click(place.x + 5, place.y + 5);
     await settle();
   }
+  if (await onCursor()) throw new Error("the node added from the search stayed on the cursor after five clicks");
   report.fresh_node = await page.evaluate(() => {
     const graph = window.app.graph;
     const node = graph.nodes.find((n) => n.type === "DICEEmotionTimeline");
