@@ -5,7 +5,7 @@
 // either render mode: the classic canvas or "Nodes 2.0" (Comfy.VueNodes.Enabled, one DOM element per node).
 //
 // Options both scripts take (see parseArgs):
-//   --url URL  --out DIR  --chromium PATH  --timeout MS
+//   --url URL  --out DIR  --chromium PATH  --timeout MS  --viewport WIDTHxHEIGHT (1600x1000)
 //   --setting KEY=JSON      (repeatable) a user setting, e.g. Comfy.VueNodes.Enabled=true
 //   --allow-404 PATH        (repeatable) a server route this frontend calls that the backend lacks
 //   --allow-console TEXT    (repeatable) a console error the frontend logs about such a route
@@ -93,7 +93,8 @@ export async function openApp(args, report, label) {
       "--disable-sync",
     ],
   });
-  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+  const [width, height] = (args.viewport || "1600x1000").split("x").map(Number);
+  const context = await browser.newContext({ viewport: { width, height } });
   const page = await context.newPage();
   const origin = new URL(url).origin;
   await page.route("**/*", (route) =>
@@ -216,7 +217,8 @@ export async function fitView(page, boxes) {
 
 /**
  * How each DICE-Talk node looks where the user sees it: the colour behind its title (a canvas pixel on
- * the classic canvas, the computed style of the title bar in Nodes 2.0) and the texts of its badges.
+ * the classic canvas, the computed style of the title bar in Nodes 2.0) and the texts of its badges (the
+ * canvas draws them unless it is zoomed out to its low-quality drawing).
  */
 export const nodeLooks = (page) =>
   page.evaluate(() => {
@@ -229,6 +231,8 @@ export const nodeLooks = (page) =>
       const full = c.length === 4 ? c.replace(/[0-9a-f]/gi, (d) => d + d) : c;
       return [1, 3, 5].map((i) => Number.parseInt(full.slice(i, i + 2), 16));
     };
+    // the canvas leaves titles, texts and badges out below its low-quality zoom
+    const lowQuality = !document.querySelector(".lg-node[data-node-id]") && !!canvas.low_quality;
     return window.app.graph.nodes
       .filter((n) => n.type.startsWith("DICE"))
       .map((node) => {
@@ -249,7 +253,7 @@ export const nodeLooks = (page) =>
         } else {
           const [x, y] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] - 12, node.pos[1] - 8]);
           title = [...pixels.getImageData(Math.round(x * ratio), Math.round(y * ratio), 1, 1).data.slice(0, 3)];
-          shownBadges = badges; // drawn on the canvas with the node (visible in the screenshot)
+          shownBadges = lowQuality ? [] : badges; // drawn on the canvas with the node
         }
         return {
           id: String(node.id),

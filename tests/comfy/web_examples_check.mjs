@@ -19,6 +19,7 @@ import { domNodes, finish, fitView, nodeBoxes, nodeLooks, openApp, overlaps, par
 
 const LABEL = "web_examples_check";
 const args = parseArgs(process.argv.slice(2));
+args.viewport ??= "1920x1200"; // the widest example fits above the canvas's low-quality zoom
 const widgets = JSON.parse(args.widgets || "{}");
 const report = { examples: {} };
 let session;
