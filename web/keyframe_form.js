@@ -11,7 +11,8 @@ const INTENSITY_TIP = "0 = neutral, 1 = as is, up to 1.5 exaggerated (2 at most)
 
 /** Names an emotion can be chosen from: the presets, the saved emotions, the connected inputs. */
 function emotionChoices(editor) {
-  const connected = (editor.node.inputs ?? []).filter((i) => /^emotion_\d$/.test(i.name) && i.link != null);
+  const { node } = editor;
+  const connected = (node.inputs ?? []).filter((i, slot) => /^emotion_\d$/.test(i.name) && node.isInputConnected(slot));
   const saved = editor.names().filter((n) => !PRESETS.includes(n));
   return [...PRESETS, ...saved, ...connected.map((i) => i.name)];
 }

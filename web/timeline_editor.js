@@ -194,7 +194,8 @@ export class TimelineEditor {
   }
 
   get linked() {
-    return this.node.inputs?.some((i) => i.widget?.name === this.textWidget.name && i.link != null) ?? false;
+    const name = this.textWidget.name;
+    return this.node.inputs?.some((input, slot) => input.widget?.name === name && this.node.isInputConnected(slot)) ?? false;
   }
 
   render() {
