@@ -142,11 +142,11 @@ try {
     window.app.graph.remove(old);
     const ds = window.app.canvas.ds;
     ds.scale = 1;
-    ds.offset = [-pos[0] + 80, -pos[1] + 90];
+    ds.offset = [-pos[0] + 110, -pos[1] + 150];
     window.app.canvas.setDirty(true, true);
     // the middle of the empty place: away from the window edges, where a node on the cursor pans the canvas
     const rect = window.app.canvas.canvas.getBoundingClientRect();
-    return { x: rect.left + 80 + 200, y: rect.top + 90 + 200 };
+    return { x: rect.left + 110 + 200, y: rect.top + 150 + 200 };
   });
   await settle();
   await page.mouse.move(place.x, place.y);
@@ -187,7 +187,7 @@ try {
     );
     node.connect(1, preview, 0);
     const ds = window.app.canvas.ds;
-    ds.offset = [-node.pos[0] + 80, -node.pos[1] + 90];
+    ds.offset = [-node.pos[0] + 110, -node.pos[1] + 150];
     window.app.canvas.setDirty(true, true);
     return { size: [...node.size], value: node.widgets.find((w) => w.name === "keyframes").value };
   });
@@ -282,7 +282,7 @@ try {
   await page.evaluate(() => {
     const node = window.app.graph.nodes.find((n) => n.type === "DICEEmotionTimeline");
     window.app.canvas.ds.scale = 1;
-    window.app.canvas.ds.offset = [-node.pos[0] + 80, -node.pos[1] + 90];
+    window.app.canvas.ds.offset = [-node.pos[0] + 110, -node.pos[1] + 150];
     window.app.canvas.setDirty(true, true);
   });
   await page.waitForTimeout(800);
