@@ -202,7 +202,7 @@ COMBINATIONS = (
 
 
 class FrontendServers:
-    """One server per frontend, started when first asked for and stopped with the test session."""
+    """One server per frontend, started when first asked for and stopped with the fixture that holds them."""
 
     def __init__(self, dest: Path, start: Callable[[Path | None], object], stack: ExitStack) -> None:
         self._dest, self._start, self._stack = dest, start, stack
