@@ -13,9 +13,11 @@ from .face import DICEFaceCrop, DICEPasteBack
 from .fast_mode import DICEFastMode
 from .loaders import DICEModelLoader
 from .paths import register_folders
+from .routes import register_routes
 from .sampler import DICEFrameInterpolation, DICESampler
 
 register_folders()
+register_routes()
 
 NODE_CLASS_MAPPINGS = {
     "DICEModelLoader": DICEModelLoader,

@@ -4,42 +4,40 @@
  * From the timeline node it follows the graph downstream to a DICE-Talk Emotion Bank, from there
  * upstream to the DICE-Talk Audio Encoder on the bank's `audio_features`, and from the encoder to the
  * node on its `audio` input (Load Audio: its `audio` widget names a file in ComfyUI's input folder).
- * The file is fetched from the server's `/view` route and decoded with the Web Audio API at 16 kHz,
- * so the frame count is the one the Python side computes: `(samples // 640) // 2` (12.5 per second).
+ * The file is fetched from the server's `/view` route and decoded with the Web Audio API at the audio
+ * front end's sample rate, so the frame count is the one the Python side computes (`framesFromSamples`).
  * The encoder's `duration` widget, when above 0, trims or pads to that many seconds, as in Python.
  */
 
-import { framesFromSamples } from "./keyframes.js";
+import { SAMPLE_RATE, framesFromSamples } from "./keyframes.js";
 
 const ENCODER = "DICEAudioEncoder";
 const BANK = "DICEEmotionBank";
-const SAMPLE_RATE = 16000;
 
-/** Decoded lengths (16 kHz samples) by URL, shared by every timeline node. */
+/** Decoded lengths (samples at SAMPLE_RATE) by URL, shared by every timeline node. */
 const decoded = new Map();
 
-function upstream(graph, node, inputName) {
-  const input = node.inputs?.find((i) => i.name === inputName);
-  const link = input?.link == null ? null : (graph.links?.get?.(input.link) ?? graph.links?.[input.link]);
-  return link ? graph.getNodeById(link.origin_id) : null;
+// Links are followed through the node's own methods (the input/output link fields are deprecated in later frontends).
+
+function upstream(node, inputName) {
+  const slot = node.inputs?.findIndex((i) => i.name === inputName) ?? -1;
+  return slot < 0 ? null : node.getInputNode(slot);
 }
 
-function downstreamBanks(graph, start) {
+function downstreamBanks(start) {
   const seen = new Set([start.id]);
   const queue = [start];
   const banks = [];
   while (queue.length) {
     const node = queue.shift();
-    for (const output of node.outputs ?? []) {
-      for (const linkId of output.links ?? []) {
-        const link = graph.links?.get?.(linkId) ?? graph.links?.[linkId];
-        const target = link ? graph.getNodeById(link.target_id) : null;
-        if (!target || seen.has(target.id)) continue;
+    (node.outputs ?? []).forEach((_, slot) => {
+      for (const target of node.getOutputNodes(slot) ?? []) {
+        if (seen.has(target.id)) continue;
         seen.add(target.id);
         if (target.type === BANK) banks.push(target);
         else queue.push(target);
       }
-    }
+    });
   }
   return banks;
 }
@@ -57,13 +55,12 @@ function splitAnnotated(value) {
  *   encoder's `duration` fixes the length; null when no audio encoder is reachable.
  */
 export function clipSource(node, apiURL) {
-  const graph = node.graph;
-  if (!graph) return null;
-  for (const bank of downstreamBanks(graph, node)) {
-    const encoder = upstream(graph, bank, "audio_features");
+  if (!node.graph) return null;
+  for (const bank of downstreamBanks(node)) {
+    const encoder = upstream(bank, "audio_features");
     if (encoder?.type !== ENCODER) continue;
     const seconds = Number(encoder.widgets?.find((w) => w.name === "duration")?.value) || 0;
-    const loader = upstream(graph, encoder, "audio");
+    const loader = upstream(encoder, "audio");
     const value = loader?.widgets?.find((w) => w.name === "audio")?.value;
     if (typeof value !== "string" || !value) return { file: null, url: null, seconds };
     const { subfolder, filename, type } = splitAnnotated(value);

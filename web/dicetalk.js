@@ -3,23 +3,34 @@
  * internet). Three things:
  *
  * 1. Every DICE-Talk node (id starting with `DICE`) gets the pack's colours, its title tinted by what
- *    it works on (model, audio, emotion, face, video), and a badge naming that family.
+ *    it works on (model, audio, emotion, face, video), and a badge naming that family. The colours are
+ *    the node's own `color`/`bgcolor` (set when it is created, unless the workflow gives others), which
+ *    both render modes draw: the classic canvas and "Nodes 2.0" (one Vue component per node).
  * 2. DICE-Talk Emotion Timeline gets the timeline editor (`timeline_editor.js`) under its `keyframes`
  *    text box. The editor writes the JSON keyframe list documented in `keyframes.js` into that text
  *    box and nothing else; workflows stay plain text and work without this extension.
+ * The emotion words and the timeline's numbers come from the pack's `GET /dicetalk/vocabulary` route
+ * (`nodes/routes.py`), fetched once before any node is created.
+ *
  * 3. DICE-Talk Sampler shows, while it runs, the windows done and the estimated time left in a badge,
  *    from the `progress` events ComfyUI sends over its websocket. (The latent preview of each window
- *    is sent by the Python side with the progress and drawn by ComfyUI itself.)
+ *    is sent by the Python side with the progress and drawn by ComfyUI itself.) "Nodes 2.0" draws a
+ *    node's badges once, when the node is mounted, so there the text shows in a line of its own (a DOM
+ *    widget that takes no room on the classic canvas).
  */
 
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { clipFrames, clipSource } from "./clip_length.js";
-import { PRESETS } from "./keyframes.js";
+import { PRESETS, setVocabulary } from "./keyframes.js";
 import { EDITOR_HEIGHT, TimelineEditor } from "./timeline_editor.js";
 
 const EXTENSION = "dicetalk.emotion_timeline";
+const VOCABULARY_ROUTE = "/dicetalk/vocabulary";
 const PACK_BODY = "#262330";
+const BADGE_COLORS = { fgColor: "#f4eefc", bgColor: "#5b3f8c" };
+/** The setting of the frontend's "Nodes 2.0" rendering (one DOM element per node instead of the canvas). */
+const NODES_2_SETTING = "Comfy.VueNodes.Enabled";
 /** Title colour and badge text per family of nodes. */
 const FAMILIES = [
   { test: /Emotion/, title: "#6d3a64", label: "DICE emotion" },
@@ -55,7 +66,7 @@ function graphChanged(node) {
 
 function addTimelineEditor(node) {
   const text = node.widgets?.find((w) => w.name === "keyframes");
-  if (!text) return;
+  if (!text || !vocabularyLoaded) return;
   const editor = new TimelineEditor(node, text, {
     names: presetNames,
     clipSource: () => clipSource(node, (path) => api.apiURL(path)),
@@ -112,6 +123,37 @@ export function etaText(run) {
   return `${value}/${max} · ${left}`;
 }
 
+/**
+ * The time-left line of a sampler: a DOM widget, empty and without height unless the page draws
+ * "Nodes 2.0" and the sampler runs (the classic canvas redraws the badge instead).
+ */
+function addProgressLine(node) {
+  const line = document.createElement("div");
+  line.style.cssText =
+    "display: none; width: fit-content; padding: 2px 8px; border-radius: 10px; font: 11px/1.4 sans-serif; " +
+    `color: ${BADGE_COLORS.fgColor}; background: ${BADGE_COLORS.bgColor};`;
+  const widget = node.addDOMWidget("dicetalk_progress", "dicetalk_progress", line, {
+    serialize: false,
+    margin: 0,
+    getValue: () => "",
+    setValue: () => {},
+    getMinHeight: () => 0,
+    getMaxHeight: () => 0,
+  });
+  widget.serialize = false;
+  node.dicetalkProgress = () => {
+    const text = etaText(runs.get(String(node.id)));
+    line.textContent = text;
+    line.style.display = text && app.extensionManager?.setting?.get?.(NODES_2_SETTING) ? "block" : "none";
+  };
+}
+
+/** Redraws what shows a sampler's progress: the canvas (badge) and the time-left line. */
+function showProgress(node) {
+  node?.setDirtyCanvas(true, false);
+  node?.dicetalkProgress?.();
+}
+
 function samplerNode(id) {
   const node = app.graph?.getNodeById?.(Number(id)) ?? app.graph?.getNodeById?.(id);
   return node?.type === "DICESampler" ? node : null;
@@ -123,7 +165,7 @@ function watchProgress() {
     for (const key of [...runs.keys()]) {
       if (key !== id) {
         runs.delete(key);
-        samplerNode(key)?.setDirtyCanvas(true, false);
+        showProgress(samplerNode(key));
       }
     }
     if (id !== null && samplerNode(id) && !runs.has(id)) runs.set(id, { start: performance.now(), value: 0, max: 0 });
@@ -138,12 +180,13 @@ function watchProgress() {
       Object.assign(run, { firstTime: now, firstValue: detail.value });
     Object.assign(run, { value: detail.value, max: detail.max, time: now });
     runs.set(id, run);
-    node.setDirtyCanvas(true, false);
+    showProgress(node);
   });
   for (const type of ["execution_success", "execution_error", "execution_interrupted"]) {
     api.addEventListener(type, () => {
-      for (const key of runs.keys()) samplerNode(key)?.setDirtyCanvas(true, false);
+      const nodes = [...runs.keys()].map(samplerNode);
       runs.clear();
+      nodes.forEach(showProgress);
     });
   }
 }
@@ -151,24 +194,41 @@ function watchProgress() {
 function addBadge(node, text) {
   const Badge = globalThis.LGraphBadge;
   if (!Badge || !Array.isArray(node.badges)) return;
-  node.badges.push(() => new Badge({ text: text(), fgColor: "#f4eefc", bgColor: "#5b3f8c" }));
+  node.badges.push(() => new Badge({ text: text(), ...BADGE_COLORS }));
 }
 
 // ---------------------------------------------------------------------------------------- registration
 
+/** True once the emotion vocabulary came from the server; without it timelines keep their text box only. */
+let vocabularyLoaded = false;
+
+async function loadVocabulary() {
+  try {
+    const response = await api.fetchApi(VOCABULARY_ROUTE);
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    setVocabulary(await response.json());
+    vocabularyLoaded = true;
+  } catch (err) {
+    console.error(
+      `DICE-Talk: GET ${VOCABULARY_ROUTE} failed (${err.message}), so the emotion timeline editor is not shown; ` +
+        "the keyframes text box works as usual. Check ComfyUI's log for an import error of the pack.",
+    );
+  }
+}
+
 app.registerExtension({
   name: EXTENSION,
+
+  async init() {
+    await loadVocabulary();
+  },
 
   async setup() {
     watchProgress();
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!isDice(nodeData?.name)) return;
-    const family = familyOf(nodeData.name);
-    nodeType.color = family.title;
-    nodeType.bgcolor = PACK_BODY;
-    if (nodeData.name === "DICEEmotionTimeline") {
+    if (nodeData?.name === "DICEEmotionTimeline") {
       chain(nodeType.prototype, "onNodeCreated", function () {
         addTimelineEditor(this);
       });
@@ -178,7 +238,13 @@ app.registerExtension({
   nodeCreated(node) {
     const type = node.comfyClass ?? node.type;
     if (!isDice(type)) return;
-    addBadge(node, () => familyOf(type).label);
-    if (type === "DICESampler") addBadge(node, () => etaText(runs.get(String(node.id))));
+    const family = familyOf(type);
+    node.color ||= family.title;
+    node.bgcolor ||= PACK_BODY;
+    addBadge(node, () => family.label);
+    if (type === "DICESampler") {
+      addBadge(node, () => etaText(runs.get(String(node.id))));
+      addProgressLine(node);
+    }
   },
 });

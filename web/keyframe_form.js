@@ -4,14 +4,15 @@
  * inputs, or text); its intensity. Every change goes through `editor.write`, which rewrites the value.
  */
 
-import { EASINGS, MAX_INTENSITY, PRESETS, formatSeconds, parseTime } from "./keyframes.js";
+import { EASINGS, GENERATION_FPS, MAX_INTENSITY, PRESETS, formatSeconds, parseTime } from "./keyframes.js";
 import { el, option, round } from "./ui.js";
 
 const INTENSITY_TIP = "0 = neutral, 1 = as is, up to 1.5 exaggerated (2 at most)";
 
 /** Names an emotion can be chosen from: the presets, the saved emotions, the connected inputs. */
 function emotionChoices(editor) {
-  const connected = (editor.node.inputs ?? []).filter((i) => /^emotion_\d$/.test(i.name) && i.link != null);
+  const { node } = editor;
+  const connected = (node.inputs ?? []).filter((i, slot) => /^emotion_\d$/.test(i.name) && node.isInputConnected(slot));
   const saved = editor.names().filter((n) => !PRESETS.includes(n));
   return [...PRESETS, ...saved, ...connected.map((i) => i.name)];
 }
@@ -42,7 +43,7 @@ function timeRow(editor, keyframe, times, commit) {
       class: "dicetalk-tl-time dicetalk-tl-at",
       value: keyframe.at == null ? "" : String(keyframe.at),
       placeholder: times ? formatSeconds(times[editor.selected]) : "auto",
-      title: "When it is fully reached: 2s, 30f (12.5 per second), 50%; empty = spaced evenly",
+      title: `When it is fully reached: 2s, 30f (${GENERATION_FPS} per second), 50%; empty = spaced evenly`,
       onchange: (event) => setTime(editor, keyframe, "at", event.target.value),
     }),
     el("span", { textContent: "ease" }),

@@ -40,86 +40,56 @@
  * those coefficients per name, plus `neutral = 1 − Σ c_i` (the share of the neutral prior).
  */
 
-export const GENERATION_FPS = 12.5;
-export const PRESETS = ["angry", "contempt", "disgusted", "fear", "happy", "neutral", "sad", "surprised"];
-export const EASINGS = ["hold", "linear", "smooth"];
-export const MAX_INTENSITY = 2.0;
-const KEYFRAME_KEYS = ["emotion", "at", "ease", "over", "intensity"];
+/**
+ * The grammar's word tables and the numbers of the engine, as the pack's `GET /dicetalk/vocabulary`
+ * route (`nodes/routes.py`) serves them from `dicetalk_core`: nothing here keeps a copy of them. The
+ * extension loads them once (`setVocabulary`) before any node is created; the constants below are set then.
+ */
+let vocabulary = null;
+/** Generated frames per second of speech. */
+export let GENERATION_FPS = Number.NaN;
+/** The audio front end's sample rate (Hz). */
+export let SAMPLE_RATE = Number.NaN;
+/** The official emotion presets. */
+export let PRESETS = [];
+/** How a keyframe's change eases in (`timeline.EASINGS`). */
+export let EASINGS = [];
+/** The largest intensity a term may reach. */
+export let MAX_INTENSITY = Number.NaN;
+let FILLERS = new Set();
+let SLOT_PATTERN = null;
+let MAX_PHRASE = 0;
 
-/** English words of `text.py` (EMOTION_WORDS): word -> [preset, implied intensity]. */
-export const EMOTION_WORDS = Object.fromEntries([
-  ...["angry", "anger", "mad", "cross", "irritated"].map((w) => [w, ["angry", 1.0]]),
-  ["annoyed", ["angry", 0.6]],
-  ["furious", ["angry", 1.4]],
-  ["enraged", ["angry", 1.5]],
-  ...["contempt", "contemptuous", "scornful", "disdainful", "smug", "sneering"].map((w) => [w, ["contempt", 1.0]]),
-  ...["disgusted", "disgust", "repulsed", "revolted"].map((w) => [w, ["disgusted", 1.0]]),
-  ...["fear", "afraid", "scared", "fearful", "frightened"].map((w) => [w, ["fear", 1.0]]),
-  ["nervous", ["fear", 0.5]],
-  ["anxious", ["fear", 0.6]],
-  ["terrified", ["fear", 1.4]],
-  ...["happy", "happiness", "joy", "joyful", "glad", "cheerful", "smiling"].map((w) => [w, ["happy", 1.0]]),
-  ["content", ["happy", 0.5]],
-  ["pleased", ["happy", 0.7]],
-  ["delighted", ["happy", 1.25]],
-  ["ecstatic", ["happy", 1.5]],
-  ...["neutral", "calm", "blank", "expressionless", "plain", "relaxed"].map((w) => [w, ["neutral", 1.0]]),
-  ...["sad", "sadness", "unhappy", "sorrowful", "gloomy", "upset", "melancholy"].map((w) => [w, ["sad", 1.0]]),
-  ["down", ["sad", 0.6]],
-  ["depressed", ["sad", 1.3]],
-  ["devastated", ["sad", 1.5]],
-  ...["surprised", "surprise", "amazed", "startled"].map((w) => [w, ["surprised", 1.0]]),
-  ["astonished", ["surprised", 1.3]],
-  ["shocked", ["surprised", 1.4]],
-]);
+/**
+ * Takes the vocabulary (the JSON of `GET /dicetalk/vocabulary`); every function below needs it.
+ * @param {object} served `emotion_words` (word -> [preset, implied intensity]), `adverbs` (phrase ->
+ *   factor), `transitions` (word -> [ease, over or null]), `default_transition`, the keyword lists
+ *   (`then_words`, `and_words`, `time_words`, `over_words`, `fillers`, `ignored_punctuation`),
+ *   `slot_pattern`, `presets`, `easings`, `keyframe_keys`, `max_intensity`, `generation_fps`,
+ *   `sample_rate`, `samples_per_audio_frame`, `audio_frames_per_generated_frame`, `max_audio_frames`
+ */
+export function setVocabulary(served) {
+  vocabulary = served;
+  GENERATION_FPS = served.generation_fps;
+  SAMPLE_RATE = served.sample_rate;
+  PRESETS = [...served.presets];
+  EASINGS = [...served.easings];
+  MAX_INTENSITY = served.max_intensity;
+  FILLERS = new Set(served.fillers);
+  SLOT_PATTERN = new RegExp(served.slot_pattern);
+  MAX_PHRASE = Math.max(...Object.keys(served.adverbs).map((p) => p.split(" ").length));
+}
 
-/** Intensity adverbs of `text.py` (ADVERBS): phrase -> factor. */
-export const ADVERBS = {
-  barely: 0.25,
-  "a touch": 0.4,
-  slightly: 0.5,
-  "a bit": 0.5,
-  "a little": 0.5,
-  "a little bit": 0.5,
-  mildly: 0.5,
-  somewhat: 0.6,
-  "kind of": 0.7,
-  moderately: 0.75,
-  fairly: 0.75,
-  rather: 0.8,
-  quite: 0.9,
-  very: 1.25,
-  really: 1.25,
-  so: 1.25,
-  deeply: 1.3,
-  extremely: 1.5,
-  super: 1.5,
-  incredibly: 1.5,
-  intensely: 1.5,
-};
-
-/** Transition words of `text.py` (TRANSITIONS): word -> [ease, over or null]. */
-export const TRANSITIONS = {
-  suddenly: ["hold", null],
-  abruptly: ["hold", null],
-  instantly: ["hold", null],
-  immediately: ["hold", null],
-  gradually: ["linear", null],
-  slowly: ["linear", null],
-  smoothly: ["smooth", { value: 0.5, unit: "s" }],
-  quickly: ["smooth", { value: 0.25, unit: "s" }],
-};
-const DEFAULT_TRANSITION = ["smooth", { value: 0.5, unit: "s" }];
-const AND_WORDS = ["and", "with", "plus", "+", "&", ","];
-const TIME_WORDS = ["at", "by"];
-const FILLERS = new Set(
-  (
-    "a an the is be being looking look looks feeling feel feels becoming becomes become getting gets get " +
-    "turning turns turn face expression mood"
-  ).split(" "),
-);
-const SLOT_PATTERN = /^emotion_?([1-9])$/;
-const MAX_PHRASE = Math.max(...Object.keys(ADVERBS).map((p) => p.split(" ").length));
+/** The vocabulary, or an error saying it never arrived. */
+function tables() {
+  if (vocabulary === null) {
+    throw new EmotionError(
+      "The DICE-Talk vocabulary did not load from the server (GET /dicetalk/vocabulary); reload the page, " +
+        "and check ComfyUI's log for an import error of the pack.",
+    );
+  }
+  return vocabulary;
+}
 
 /** An error in an emotion value; `message` is written for the artist (as Python's InputError). */
 export class EmotionError extends Error {}
@@ -156,7 +126,7 @@ export function parseTime(text) {
   if (mark === null) {
     throw new EmotionError(
       `${JSON.stringify(text)} is not a time. Write seconds ('2s', '2.5 sec', '500ms'), generated frames ` +
-        "('30f' or 'frame 30'; 12.5 frames per second) or percent of the clip ('50%').",
+        `('30f' or 'frame 30'; ${GENERATION_FPS} frames per second) or percent of the clip ('50%').`,
     );
   }
   if (!Number.isFinite(mark.value) || mark.value < 0) throw new EmotionError(`A time must be a finite number >= 0.`);
@@ -187,11 +157,14 @@ export function formatSeconds(seconds) {
 }
 
 /**
- * Generated frames for a clip: `(samples at 16 kHz // 640) // 2`, at most 5000 (the 400 s cap).
- * @param {number} samples16k length of the speech resampled to 16 kHz
+ * Generated frames for a clip, as the audio front end counts them: audio frames of
+ * `samples_per_audio_frame` samples (at most `max_audio_frames`), `audio_frames_per_generated_frame` per frame.
+ * @param {number} samples length of the speech resampled to `SAMPLE_RATE`
  */
-export function framesFromSamples(samples16k) {
-  return Math.floor(Math.min(Math.floor(samples16k / 640), 10000) / 2);
+export function framesFromSamples(samples) {
+  const v = tables();
+  const audioFrames = Math.min(Math.floor(samples / v.samples_per_audio_frame), v.max_audio_frames);
+  return Math.floor(audioFrames / v.audio_frames_per_generated_frame);
 }
 
 /** Time of the last generated frame: what `50%` and `100%` refer to. */
@@ -222,7 +195,7 @@ function tokenize(text) {
       throw new EmotionError(`Unexpected character '${source.slice(pos).trim()[0]}' in emotion text '${text}'.`);
     }
     const token = (match[1] ?? match[2] ?? match[3]).trim().replace(/\s+/g, " ");
-    if (token !== "." && token !== "!") tokens.push(token);
+    if (!tables().ignored_punctuation.includes(token)) tokens.push(token);
     pos = TOKEN.lastIndex;
   }
   return tokens;
@@ -231,7 +204,7 @@ function tokenize(text) {
 function splitSegments(tokens) {
   const segments = [[]];
   for (const tok of tokens) {
-    if (tok === "then") {
+    if (tables().then_words.includes(tok)) {
       const last = segments[segments.length - 1];
       while (last.length && (last[last.length - 1] === "," || last[last.length - 1] === "and")) last.pop();
       if (segments.length > 1 && !last.length) continue;
@@ -259,13 +232,13 @@ function timeFrom(tokens, i, text) {
 function phraseAt(tokens, i) {
   for (let size = MAX_PHRASE; size > 0; size--) {
     const words = tokens.slice(i, i + size);
-    if (words.length === size && words.join(" ") in ADVERBS) return [words.join(" "), i + size];
+    if (words.length === size && Object.hasOwn(tables().adverbs, words.join(" "))) return [words.join(" "), i + size];
   }
   return null;
 }
 
 function emotionWord(word, names) {
-  if (Object.hasOwn(EMOTION_WORDS, word)) return EMOTION_WORDS[word];
+  if (Object.hasOwn(tables().emotion_words, word)) return tables().emotion_words[word];
   const slot = SLOT_PATTERN.exec(word);
   if (slot) return [`emotion_${slot[1]}`, 1.0];
   const found = names.find((n) => n.toLowerCase() === word);
@@ -277,36 +250,37 @@ function parseSegment(tokens, text, names) {
   const terms = [];
   const mixTokens = [];
   let at = null;
-  let [ease, over] = DEFAULT_TRANSITION;
+  const v = tables();
+  let [ease, over] = v.default_transition;
   let weight = null;
   let factor = 1.0;
   let pending = [];
   let i = 0;
   while (i < tokens.length) {
     const tok = tokens[i];
-    if (TIME_WORDS.includes(tok)) {
+    if (v.time_words.includes(tok)) {
       [at, i] = timeFrom(tokens, i + 1, text);
       continue;
     }
-    if (tok === "over") {
+    if (v.over_words.includes(tok)) {
       [over, i] = timeFrom(tokens, i + 1, text);
       continue;
     }
-    if (Object.hasOwn(TRANSITIONS, tok)) {
-      [ease, over] = TRANSITIONS[tok];
+    if (Object.hasOwn(v.transitions, tok)) {
+      [ease, over] = v.transitions[tok];
       i += 1;
       continue;
     }
     mixTokens.push(tok);
     const phrase = phraseAt(tokens, i);
     if (phrase !== null) {
-      factor *= ADVERBS[phrase[0]];
+      factor *= v.adverbs[phrase[0]];
       pending.push(phrase[0]);
       mixTokens.push(...tokens.slice(i + 1, phrase[1]));
       i = phrase[1];
       continue;
     }
-    if (AND_WORDS.includes(tok)) {
+    if (v.and_words.includes(tok)) {
       if (pending.length || weight !== null) {
         throw new EmotionError(`'${pending.join(" ") || weight}' in '${text}' is not followed by an emotion.`);
       }
@@ -409,7 +383,7 @@ export function emotionTerms(emotion, names = [], where = "emotion") {
 function checkKeyframe(value, where, names) {
   if (!isPlainObject(value))
     throw new EmotionError(`${where} must be an object like {"at": "2s", "emotion": "happy"}.`);
-  const unknown = Object.keys(value).filter((k) => !KEYFRAME_KEYS.includes(k));
+  const unknown = Object.keys(value).filter((k) => !tables().keyframe_keys.includes(k));
   if (unknown.length) throw new EmotionError(`${where} has unknown keys ${unknown.join(", ")}.`);
   if (!("emotion" in value)) throw new EmotionError(`${where} has no "emotion".`);
   const ease = "ease" in value ? value.ease : "smooth";

@@ -23,6 +23,7 @@ import {
   GENERATION_FPS,
   MAX_INTENSITY,
   PRESETS,
+  SAMPLE_RATE,
   formatKeyframes,
   formatSeconds,
   framesFromSamples,
@@ -34,7 +35,7 @@ import {
   spanOfFrames,
   textToKeyframes,
 } from "./keyframes.js";
-import { EMOTION_COLORS, OTHER_COLORS, el, ensureStyle, round } from "./ui.js";
+import { EMOTION_COLORS, OTHER_COLORS, el, round, scopedBody } from "./ui.js";
 
 /** Height of the editor in canvas pixels. */
 export const EDITOR_HEIGHT = 290;
@@ -64,7 +65,6 @@ export class TimelineEditor {
    *   callback after each write (redraw, undo history)
    */
   constructor(node, textWidget, host) {
-    ensureStyle();
     this.node = node;
     this.textWidget = textWidget;
     this.host = host;
@@ -77,7 +77,9 @@ export class TimelineEditor {
     this.clipKey = null;
     this.clipChecked = 0;
     this.message = "";
-    this.element = el("div", { class: "dicetalk-tl" });
+    /** The DOM widget's element; the editor draws in `body`, inside its shadow root. */
+    this.element = el("div", { class: "dicetalk-tl-host", style: "display: block" });
+    this.body = scopedBody(this.element);
     for (const type of ["pointerdown", "keydown", "contextmenu"]) {
       this.element.addEventListener(type, (event) => event.stopPropagation());
     }
@@ -107,7 +109,7 @@ export class TimelineEditor {
   get frames() {
     if (this.clip.frames) return this.clip.frames;
     const seconds = Number(this.node.properties?.[CLIP_PROPERTY]) || DEFAULT_CLIP_SECONDS;
-    return Math.max(1, framesFromSamples(Math.round(seconds * 16000)));
+    return Math.max(1, framesFromSamples(Math.round(seconds * SAMPLE_RATE)));
   }
 
   get span() {
@@ -192,21 +194,22 @@ export class TimelineEditor {
   }
 
   get linked() {
-    return this.node.inputs?.some((i) => i.widget?.name === this.textWidget.name && i.link != null) ?? false;
+    const name = this.textWidget.name;
+    return this.node.inputs?.some((input, slot) => input.widget?.name === name && this.node.isInputConnected(slot)) ?? false;
   }
 
   render() {
-    this.element.replaceChildren(this.header());
-    if (this.linked) this.element.append(this.panel("The keyframes come from a linked input; edit them there."));
-    else if (this.state.kind === "json") this.element.append(...this.editor());
+    this.body.replaceChildren(this.header());
+    if (this.linked) this.body.append(this.panel("The keyframes come from a linked input; edit them there."));
+    else if (this.state.kind === "json") this.body.append(...this.editor());
     else if (this.state.kind === "invalid") {
-      this.element.append(
+      this.body.append(
         this.panel(
           "The JSON above has a problem, so the timeline is read-only until it is fixed in the text box:",
           el("div", { class: "dicetalk-tl-error", textContent: this.state.error }),
         ),
       );
-    } else this.element.append(...this.textPanel());
+    } else this.body.append(...this.textPanel());
   }
 
   header() {
@@ -471,9 +474,9 @@ export class TimelineEditor {
 
   /** Moves only the playhead line and the bars (no rebuild while dragging). */
   updatePlayhead() {
-    const line = this.element.querySelector(".dicetalk-tl-playhead");
+    const line = this.body.querySelector(".dicetalk-tl-playhead");
     if (line) line.style.left = `${this.span > 0 ? (this.playhead / this.span) * 100 : 0}%`;
-    const bars = this.element.querySelector(".dicetalk-tl-bars-box");
+    const bars = this.body.querySelector(".dicetalk-tl-bars-box");
     if (bars) {
       let mix = null;
       try {

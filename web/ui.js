@@ -1,4 +1,8 @@
-/** Small DOM helpers, the style sheet and the colours of the emotion timeline editor. */
+/**
+ * Small DOM helpers, the style sheet and the colours of the emotion timeline editor. The editor lives in
+ * a shadow root of its own DOM widget element, so its style sheet styles nothing else on the page (and
+ * the page's styles reach it only through inherited properties and CSS variables).
+ */
 
 /** Colours of names that are not presets (saved emotions, connected inputs), in order of appearance. */
 export const OTHER_COLORS = ["#2dd4bf", "#a3e635", "#fb923c", "#38bdf8"];
@@ -14,8 +18,8 @@ export const EMOTION_COLORS = {
   surprised: "#ec4899",
 };
 
-const STYLE = `
-.dicetalk-tl { box-sizing: border-box; display: flex; flex-direction: column; gap: 5px; padding: 4px 2px;
+const STYLE = `<style>
+.dicetalk-tl { box-sizing: border-box; width: 100%; height: 100%; display: flex; flex-direction: column; gap: 5px; padding: 4px 2px;
   font: 11px/1.3 sans-serif; color: var(--input-text, #ddd); user-select: none; overflow: hidden; }
 .dicetalk-tl * { box-sizing: border-box; }
 .dicetalk-tl-row { display: flex; align-items: center; gap: 6px; min-height: 20px; white-space: nowrap; }
@@ -54,15 +58,18 @@ const STYLE = `
 .dicetalk-tl-mixrow select { width: 92px; }
 .dicetalk-tl-mixrow .dicetalk-tl-weight { width: 46px; }
 .dicetalk-tl-time { width: 62px; }
-`;
+</style>`;
 
-/** Adds the editor's style sheet to the page once. */
-export function ensureStyle() {
-  if (document.getElementById("dicetalk-tl-style")) return;
-  const style = document.createElement("style");
-  style.id = "dicetalk-tl-style";
-  style.textContent = STYLE;
-  document.head.append(style);
+/**
+ * Gives `host` (an element the editor owns) a shadow root holding the style sheet and an empty
+ * `.dicetalk-tl` element filling it; returns that element, where the editor draws.
+ */
+export function scopedBody(host) {
+  const root = host.attachShadow({ mode: "open" });
+  root.innerHTML = STYLE;
+  const body = el("div", { class: "dicetalk-tl" });
+  root.append(body);
+  return body;
 }
 
 /** `document.createElement` with properties (`class`, `dataset`, `onevent` listeners, others) and children. */

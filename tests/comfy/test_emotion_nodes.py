@@ -13,18 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dicetalk_harness import (
-    EXAMPLES,
-    REPO,
-    TINY_SETTINGS,
-    api_workflow,
-    nodes_of,
-    pack_server,
-    tiny,
-    ui_with_settings,
-)
+from dicetalk_harness import api_workflow, nodes_of, pack_server, tiny
 from safetensors import safe_open
-from test_browser import browser, shots, ui_check  # noqa: F401  (fixtures used below)
 from test_emotion_classifiers import write_face_classifier, write_voice_classifier
 from test_emotion_mixing import random_library
 
@@ -40,8 +30,6 @@ EMOTION_NODES = (
     "DICEEmotionEmbedder",
 )
 RUN_TIMEOUT = 600.0
-EXAMPLE = "emotion_timeline"
-EXAMPLE_TEXT = "neutral, then happy at 1s, then very happy and a bit surprised at 2s"
 
 
 @pytest.fixture(scope="module")
@@ -86,24 +74,6 @@ def with_timeline(keyframes: str, audio_features: bool = True) -> dict:
         (encoder,) = nodes_of(prompt, "DICEAudioEncoder")
         prompt[bank]["inputs"]["audio_features"] = [encoder, 0]
     prompt["900"] = {"class_type": "PreviewAny", "inputs": {"source": [preset, 1]}}
-    return prompt
-
-
-def example_api() -> dict:
-    """What the frontend must make of ``example_workflows/emotion_timeline.json``: the basic example with a
-    timeline instead of a preset, the audio features into the bank, a preview of the summary."""
-    prompt = api_workflow("basic")
-    (preset,) = nodes_of(prompt, "DICEEmotionPreset")
-    prompt[preset] = {"class_type": "DICEEmotionTimeline", "inputs": {"keyframes": EXAMPLE_TEXT}}
-    (bank,) = nodes_of(prompt, "DICEEmotionBank")
-    (encoder,) = nodes_of(prompt, "DICEAudioEncoder")
-    prompt[bank]["inputs"]["audio_features"] = [encoder, 0]
-    (save,) = nodes_of(prompt, "SaveVideo")
-    prompt[save]["inputs"]["filename_prefix"] = "dicetalk/emotion_timeline"
-    prompt[str(max(int(k) for k in prompt) + 1)] = {
-        "class_type": "PreviewAny",
-        "inputs": {"source": [preset, 1], "preview": ""},
-    }
     return prompt
 
 
@@ -210,29 +180,3 @@ def test_emotion_from_a_clip_face_and_voice(server, emotion_models):
     result = run(server, broken)
     assert result.status == "error"
     assert "missing preprocessor_config.json, model.safetensors" in result.error["exception_message"]
-
-
-def test_example_workflow_loads_as_its_api_twin_and_runs(browser, server, shots, tmp_path):  # noqa: F811
-    converted = tmp_path / "frontend_api.json"
-    report = ui_check(
-        browser,
-        server,
-        shots / f"{EXAMPLE}_loaded.png",
-        "--template",
-        f"{REPO.name}/{EXAMPLE}",
-        "--save-api",
-        str(converted),
-    )
-    assert EXAMPLE in report["templates"][REPO.name] and report["missing_node_types"] == []
-    prompt = json.loads(converted.read_text())
-    for node in prompt.values():
-        node.pop("_meta", None)
-    assert prompt == example_api()
-
-    workflow = ui_with_settings(json.loads((EXAMPLES / f"{EXAMPLE}.json").read_text()), **TINY_SETTINGS)
-    path = tmp_path / f"{EXAMPLE}.json"
-    path.write_text(json.dumps(workflow))
-    report = ui_check(browser, server, shots / f"{EXAMPLE}_run.png", "--workflow", str(path), "--queue")
-    assert report["status"] == "execution_success"
-    texts = [item for output in report["outputs"].values() for item in output.get("text", [])]
-    assert f"{EXAMPLE_TEXT} [changes over time]" in texts

@@ -1,16 +1,19 @@
 """The pack's frontend extension (``web/``): the emotion timeline editor, node colours and the sampler's ETA.
 
+* The pack's ``GET /dicetalk/vocabulary`` route serves the emotion grammar's tables and the engine's
+  frame numbers as Python has them; the browser keeps no copy of them.
 * ``web/keyframes.js`` (the value format, text -> JSON conversion, the mix at a time) runs under node
-  against the Python side: converted text means the same keyframes, values are accepted or refused
-  alike, and the mix at every frame equals ``Timeline.priors`` (read off one-hot presets).
-* ``tests/comfy/web_timeline_check.mjs`` drives the real ComfyUI page in headless Chromium: it adds a
-  timeline node from the node search, and with real mouse events converts its text, adds two keyframes,
-  drags them, sets an emotion and an intensity; saves and reloads the workflow and queues it. The value
-  must round-trip exactly, the server must accept it and report the timeline Python makes of it, the
-  bars must show Python's mix, and the sampler's badge the time left.
+  with that vocabulary, against the Python side: converted text means the same keyframes, values are
+  accepted or refused alike, and the mix at every frame equals ``Timeline.priors`` (read off one-hot presets).
+* ``tests/comfy/web_timeline_check.mjs`` drives the real ComfyUI page in headless Chromium, in every
+  frontend and render mode (``dicetalk_harness.COMBINATIONS``): it adds a timeline node from the node
+  search, and with real mouse events converts its text, adds two keyframes, drags them, sets an emotion
+  and an intensity; saves and reloads the workflow and queues it. The value must round-trip exactly, the
+  server must accept it and report the timeline Python makes of it, the bars must show Python's mix,
+  and the sampler the time left while it runs.
 
-Screenshots go to ``DICETALK_SCREENSHOTS`` or the test's temporary folder. Needs ``node`` (and for the
-browser test the harness, Chromium and playwright-core, see ``test_browser.py``).
+Screenshots go to ``DICETALK_SCREENSHOTS`` or the session's temporary folder. Needs ``node``, the harness,
+Chromium and playwright-core (see ``test_browser.py``).
 """
 
 from __future__ import annotations
@@ -22,36 +25,42 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import SAVED_EMOTION
 from dicetalk_harness import (
+    COMBINATIONS,
     EXAMPLES,
     GENERATED_FRAMES,
     REPO,
     TINY_SETTINGS,
-    pack_server,
     ui_with_settings,
     unavailable,
 )
-from test_browser import browser, shots  # noqa: F401  (fixtures used below)
 
-from dicetalk_core.emotion import PresetLibrary, emotion_from_spec, parse_emotion_spec
+from dicetalk_core import audio, rates
+from dicetalk_core.emotion import (
+    PresetLibrary,
+    emotion_from_spec,
+    keyframes_json,
+    mixing,
+    parse_emotion_spec,
+    timeline,
+)
 from dicetalk_core.emotion import text as text_grammar
 from dicetalk_core.emotion.spec import KeyframeSpec
 from dicetalk_core.errors import InputError
 from dicetalk_core.model_files import OFFICIAL_PRESETS
-from dicetalk_core.random_models import write_models_folder
 from dicetalk_core.rates import GENERATION_FPS
 
 logger = logging.getLogger(__name__)
 
 WEB = REPO / "web"
 CHECK = Path(__file__).resolve().parent / "web_timeline_check.mjs"
-SAVED = "wistful"  # a saved emotion beside the presets: the editor must offer it
+SAVED = SAVED_EMOTION  # a saved emotion beside the presets: the editor must offer it
 NAMES = (*OFFICIAL_PRESETS, SAVED)
 CHECK_TIMEOUT = 600  # a hang guard, not a performance limit
 
@@ -97,20 +106,30 @@ BAD_VALUES = (
 
 
 @pytest.fixture(scope="module")
-def node_js(tmp_path_factory) -> Path:
-    """A folder where ``keyframes.mjs`` is web/keyframes.js (node reads ``.js`` without a package.json as CommonJS)."""
+def vocabulary(frontend_servers) -> dict:
+    """What the pack's route answers, as the extension fetches it (``/api`` prefix)."""
+    return frontend_servers["harness"].get_json("/api/dicetalk/vocabulary")
+
+
+@pytest.fixture(scope="module")
+def node_js(tmp_path_factory, vocabulary) -> Path:
+    """A folder where ``keyframes.mjs`` is web/keyframes.js (node reads ``.js`` without a package.json as CommonJS)
+    and ``vocabulary.json`` the route's answer."""
     if shutil.which("node") is None:
         unavailable("web extension tests skipped: node is not installed")
     folder = tmp_path_factory.mktemp("web_js")
     shutil.copy(WEB / "keyframes.js", folder / "keyframes.mjs")
+    (folder / "vocabulary.json").write_text(json.dumps(vocabulary))
     return folder
 
 
 def run_js(folder: Path, body: str, data: object) -> object:
-    """Runs ``body`` (an async function body with ``k`` = keyframes.js and ``data``) under node; returns its result."""
+    """Runs ``body`` (an async function body with ``k`` = keyframes.js, given the served vocabulary, and
+    ``data``) under node; returns its result."""
     script = folder / "run.mjs"
     script.write_text(
         'import * as k from "./keyframes.mjs";\nimport fs from "node:fs";\n'
+        'k.setVocabulary(JSON.parse(fs.readFileSync(new URL("./vocabulary.json", import.meta.url), "utf8")));\n'
         'const data = JSON.parse(fs.readFileSync(0, "utf8"));\n'
         f"const result = await (async () => {{\n{body}\n}})();\n"
         "process.stdout.write(JSON.stringify(result));\n"
@@ -190,14 +209,51 @@ def converted_texts(node_js: Path) -> list[str]:
     return run_js(node_js, script, {"texts": [t for t in TEXTS if "emotion_" not in t], "names": [SAVED]})
 
 
-def test_the_word_tables_are_the_python_grammar(node_js):
-    tables = run_js(node_js, "return { words: k.EMOTION_WORDS, adverbs: k.ADVERBS, transitions: k.TRANSITIONS };", {})
-    assert {w: tuple(v) for w, v in tables["words"].items()} == text_grammar.EMOTION_WORDS
-    assert tables["adverbs"] == text_grammar.ADVERBS
-    python = {w: (ease, over and (over.value, over.unit)) for w, (ease, over) in text_grammar.TRANSITIONS.items()}
-    assert {w: (ease, over and (over["value"], over["unit"])) for w, (ease, over) in tables["transitions"].items()} == (
-        python
-    )
+def test_the_vocabulary_route_serves_the_python_grammar_and_frame_numbers(vocabulary):
+    assert {w: tuple(v) for w, v in vocabulary["emotion_words"].items()} == text_grammar.EMOTION_WORDS
+    assert vocabulary["adverbs"] == text_grammar.ADVERBS
+
+    def served(transition):
+        ease, over = transition
+        return ease, over and (over["value"], over["unit"])
+
+    def python(transition):
+        ease, over = transition
+        return ease, over and (over.value, over.unit)
+
+    assert {w: served(t) for w, t in vocabulary["transitions"].items()} == {
+        w: python(t) for w, t in text_grammar.TRANSITIONS.items()
+    }
+    assert served(vocabulary["default_transition"]) == python(text_grammar.DEFAULT_TRANSITION)
+    assert vocabulary["then_words"] == list(text_grammar.THEN_WORDS)
+    assert vocabulary["and_words"] == list(text_grammar.AND_WORDS)
+    assert vocabulary["time_words"] == list(text_grammar.TIME_WORDS)
+    assert vocabulary["over_words"] == list(text_grammar.OVER_WORDS)
+    assert set(vocabulary["fillers"]) == text_grammar.FILLERS
+    assert vocabulary["ignored_punctuation"] == list(text_grammar.IGNORED_PUNCTUATION)
+    assert vocabulary["slot_pattern"] == text_grammar.SLOT_PATTERN.pattern
+    assert vocabulary["presets"] == list(OFFICIAL_PRESETS)
+    assert vocabulary["easings"] == list(timeline.EASINGS)
+    assert vocabulary["keyframe_keys"] == list(keyframes_json.KEYFRAME_KEYS)
+    assert vocabulary["max_intensity"] == mixing.MAX_INTENSITY
+    assert vocabulary["generation_fps"] == GENERATION_FPS
+    assert vocabulary["sample_rate"] == rates.SAMPLE_RATE
+    assert vocabulary["samples_per_audio_frame"] == rates.SAMPLES_PER_FRAME
+    assert vocabulary["audio_frames_per_generated_frame"] == rates.FRAME_STEP
+    assert vocabulary["max_audio_frames"] == rates.MAX_AUDIO_FRAMES
+
+
+def test_the_web_extension_keeps_no_copy_of_the_vocabulary():
+    """Words of the grammar (other than the preset names the editor colours) and the frame numbers appear in
+    no web file: they come from the route."""
+    words = {*text_grammar.EMOTION_WORDS, *text_grammar.ADVERBS, *text_grammar.TRANSITIONS} - set(OFFICIAL_PRESETS)
+    numbers = {str(GENERATION_FPS), str(rates.SAMPLE_RATE), str(rates.SAMPLES_PER_FRAME)}
+    for path in WEB.glob("*.js"):
+        code = re.sub(r"/\*.*?\*/|//[^\n]*", "", path.read_text(), flags=re.S)  # comments may name them
+        quoted = set(re.findall(r"[\"'`]([a-z][a-z ]*)[\"'`]", code))
+        assert not quoted & words, f"{path.name} spells out words of the grammar: {sorted(quoted & words)}"
+        found = {n for n in numbers if re.search(rf"(?<![\w.]){re.escape(n)}(?![\w.])", code)}
+        assert not found, f"{path.name} holds the numbers {found}"
 
 
 @pytest.mark.parametrize("n_frames", [GENERATED_FRAMES, 61])
@@ -219,31 +275,19 @@ def test_mix_at_every_frame_equals_the_python_timeline(node_js, tmp_path, n_fram
 
 
 def test_frame_count_of_a_clip_matches_the_audio_front_end(node_js):
-    # (16 kHz samples // 640) // 2, capped at 400 s: the harness speech (2.3 s) gives GENERATED_FRAMES.
-    got = run_js(node_js, "return data.map((n) => k.framesFromSamples(n));", [36_800, 639, 1280, 16_000 * 500])
-    assert got == [GENERATED_FRAMES, 0, 1, 5000]
+    lengths = [36_800, 0, 639, 1279, 1280, 16_000 * 399, 16_000 * 400 + 1, 16_000 * 500]
+    got = run_js(node_js, "return data.map((n) => k.framesFromSamples(n));", lengths)
+    assert got == [audio.audio_frame_count(n) // rates.FRAME_STEP for n in lengths]
+    assert got[0] == GENERATED_FRAMES  # the harness speech (2.3 s)
 
 
 # ------------------------------------------------------------------------------------------ browser
 
 
-@pytest.fixture(scope="module")
-def web_server(comfy_dest: Path, input_dir: Path, tmp_path_factory) -> Iterator:
-    """A server whose models folder has all eight presets and one saved emotion (random priors)."""
-    from test_emotion_mixing import random_library
-
-    root = tmp_path_factory.mktemp("web_models")
-    dice = write_models_folder(root / "dice_talk")
-    random_library(dice / "emotions", NAMES)
-    with pack_server(comfy_dest, root, input_dir, tmp_path_factory.mktemp("web_output")) as server:
-        yield server
-
-
-def timeline_workflow() -> dict:
-    """The emotion_timeline example with tiny sampler settings, one step."""
-    settings = {**TINY_SETTINGS, "steps": 1}
-    workflow = ui_with_settings(json.loads((EXAMPLES / "emotion_timeline.json").read_text()), **settings)
-    return workflow
+def timeline_workflow(seed: int) -> dict:
+    """The emotion_timeline example with tiny sampler settings, one step, and ``seed``."""
+    settings = {**TINY_SETTINGS, "steps": 1, "seed": seed}
+    return ui_with_settings(json.loads((EXAMPLES / "emotion_timeline.json").read_text()), **settings)
 
 
 def keyframes_of(value: str) -> list[dict]:
@@ -272,36 +316,43 @@ def python_mix_at(library: PresetLibrary, value: str, t: float) -> dict[str, flo
     return {name: float(prior[axis]) for name, axis in axes.items()}
 
 
-@pytest.fixture(scope="module")
-def session(browser, web_server, shots, tmp_path_factory) -> dict:  # noqa: F811
-    """One run of web_timeline_check.mjs (see its header): its report, plus the texts it started from."""
+@pytest.fixture(scope="module", params=COMBINATIONS, ids=lambda c: c.id)
+def session(request, browser, frontend_servers, shots, tmp_path_factory) -> dict:
+    """One run of web_timeline_check.mjs (see its header) in one combination: its report, plus the texts it
+    started from."""
+    combination = request.param
+    server = frontend_servers[combination.frontend]
     start = time.monotonic()
     folder = tmp_path_factory.mktemp("web_timeline")
     workflow = folder / "timeline.json"
-    workflow.write_text(json.dumps(timeline_workflow()))
-    out = shots / "web_timeline"
-    command = [browser["node"], str(CHECK), "--url", web_server.url, "--workflow", str(workflow), "--out", str(out)]
-    command += ["--chromium", browser["chromium"]]
+    workflow.write_text(json.dumps(timeline_workflow(combination.seed)))
+    out = shots / combination.id / "timeline"
+    command = [browser["node"], str(CHECK), "--url", server.url, "--workflow", str(workflow), "--out", str(out)]
+    command += ["--chromium", browser["chromium"], *combination.check_args()]
     env = dict(os.environ, UI_CHECK_NODE_MODULES=str(browser["modules"]))
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHECK_TIMEOUT)
     report_path = out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
-    logger.info("web_timeline_check: %.1f s, screenshots in %s", time.monotonic() - start, out)
+    logger.info("%s: web_timeline_check %.1f s, screenshots in %s", combination.id, time.monotonic() - start, out)
     assert done.returncode == 0 and report.get("ok"), (
         "\n".join(report.get("problems", [])) + f"\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
     )
-    (example,) = [n for n in timeline_workflow()["nodes"] if n["type"] == "DICEEmotionTimeline"]
-    default = web_server.object_info()["DICEEmotionTimeline"]["input"]["required"]["keyframes"][1]["default"]
-    return {**report, "example_text": example["widgets_values"][0], "default_text": default}
+    assert report["dom_nodes"] == combination.nodes_2, "the page did not render in the requested mode"
+    (example,) = [n for n in timeline_workflow(combination.seed)["nodes"] if n["type"] == "DICEEmotionTimeline"]
+    default = server.object_info()["DICEEmotionTimeline"]["input"]["required"]["keyframes"][1]["default"]
+    return {**report, "example_text": example["widgets_values"][0], "default_text": default, "combination": combination}
 
 
 def test_the_pack_nodes_are_grouped_by_colour_and_badge(session):
     assert "dicetalk.emotion_timeline" in session["extensions"]
     looks = {node["type"]: node for node in session["node_looks"]}
     assert len({node["bgcolor"] for node in looks.values()}) == 1
-    assert looks["DICEEmotionTimeline"]["color"] == looks["DICEEmotionBank"]["color"] != looks["DICESampler"]["color"]
-    assert "DICE emotion" in looks["DICEEmotionTimeline"]["badges"]
-    assert "DICE audio" in looks["DICEAudioEncoder"]["badges"]
+    timeline, bank, sampler = looks["DICEEmotionTimeline"], looks["DICEEmotionBank"], looks["DICESampler"]
+    assert timeline["expected_title"] == bank["expected_title"] != sampler["expected_title"]
+    for look in looks.values():  # the colour is the one drawn behind the title
+        assert all(abs(a - b) <= 3 for a, b in zip(look["title"], look["expected_title"], strict=True)), look
+    assert "DICE emotion" in timeline["shown_badges"]
+    assert "DICE audio" in looks["DICEAudioEncoder"]["shown_badges"]
     for shot in session["shots"]:
         assert Path(shot).stat().st_size > 10_000, shot
 
@@ -371,7 +422,12 @@ def test_the_sampler_badge_shows_the_time_left(session):
     sampler = [e for e in session["events"] if e["type"] == "progress" and e["badges"] is not None]
     assert sampler, "no progress event of DICE-Talk Sampler reached the page"
     etas = [e["badges"][-1] for e in sampler]
-    assert all(re.fullmatch(r"\d+/\d+ · (~\d+( min \d\d)? s left|estimating|decoding)", eta) for eta in etas), etas
+    pattern = r"\d+/\d+ · (~\d+( min \d\d)? s left|estimating|decoding)"
+    assert all(re.fullmatch(pattern, eta) for eta in etas), etas
     assert any(eta.endswith("left") for eta in etas) and etas[-1].endswith("decoding")
     assert session["badges_after"][-1] == ""  # cleared when the run ends
+    if session["combination"].nodes_2:  # drawn by the page itself: every text it showed while the sampler ran
+        shown = session["shown_badges"]
+        assert all(re.fullmatch(pattern, text) for text in shown), shown
+        assert any(text.endswith("left") for text in shown) and shown[-1].endswith("decoding"), shown
     assert session["previews"] == len(sampler), "one live preview image per sampler window expected"

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // web_timeline_check.mjs — the pack's frontend extension in the real ComfyUI page (headless Debian
-// chromium through playwright-core, as ../shared/comfyui/ui_check.mjs does), driven like a user:
+// chromium through playwright-core, see browser_page.mjs), driven like a user:
 //
 //   node web_timeline_check.mjs --url http://127.0.0.1:PORT --workflow ui.json --out DIR [--chromium PATH]
+//        [--setting KEY=JSON ...] [--allow-404 PATH ...] [--allow-console TEXT ...]
 //
-// 1. opens the page, checks the extension is registered and the DICE nodes have their colours/badges;
+// 1. opens the page (user settings first, e.g. Comfy.VueNodes.Enabled=true for "Nodes 2.0"), checks the
+//    extension is registered and the DICE nodes show their title colours and badges;
 // 2. loads the workflow (UI format, with one DICE-Talk Emotion Timeline whose audio reaches it through
 //    Emotion Bank <- Audio Encoder <- Load Audio), replaces that node by a fresh one added the way a user
 //    does (double-click the canvas, search, Enter; its keyframes are the default English text) and wires
@@ -16,76 +18,56 @@
 //    one back, and reads the value again; clicks "Back to text" and "Back to keyframes"; converts it
 //    with app.graphToPrompt;
 // 5. queues it like the Run button (app.queuePrompt) and waits for the result, recording the
-//    sampler's badge at every progress event and the preview images the app receives (frame
+//    sampler's badge at every progress event (and in Nodes 2.0 every badge text its DOM element shows)
+//    and the preview images the app receives (frame
 //    interpolation and the video are muted and a Preview Any shows the sampler's fps, to keep it short).
 // Writes DIR/report.json and screenshots DIR/timeline_*.png; exit 1 on a page error, console error,
 // HTTP error or a step that could not be done (the report says which).
 
 import fs from "node:fs";
 import path from "node:path";
-import { createRequire } from "node:module";
+import { domNodes, finish, fitView, nodeBoxes, nodeLooks, openApp, parseArgs } from "./browser_page.mjs";
 
-const args = Object.fromEntries(
-  process.argv
-    .slice(2)
-    .reduce((pairs, a, i, all) => (a.startsWith("--") ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
-);
-const URL_ = (args.url || "").replace(/\/$/, "");
-const OUT = path.resolve(args.out || ".");
-const CHROMIUM = args.chromium || "/usr/bin/chromium";
-const TIMEOUT = Number(args.timeout || 240000);
-fs.mkdirSync(OUT, { recursive: true });
-
-function loadPlaywright() {
-  const require = createRequire(import.meta.url);
-  for (const dir of [process.env.UI_CHECK_NODE_MODULES, ...(process.env.NODE_PATH || "").split(":")].filter(Boolean)) {
-    const p = path.join(dir, "playwright-core");
-    if (fs.existsSync(path.join(p, "package.json"))) return require(p);
-  }
-  throw new Error("playwright-core not found: set UI_CHECK_NODE_MODULES to DEST/ui/node_modules");
-}
-
-const report = { ok: false, steps: [], problems: [], console_errors: [], page_errors: [], http_errors: [], shots: [] };
-const step = (name, data = {}) => {
-  report.steps.push({ name, t: Date.now(), ...data });
-  console.log(`[web_timeline_check] ${name}`);
-};
-const BENIGN_HTTP = [
-  /\/api\/userdata\/user\.css$/,
-  /\/user\.css$/,
-  /\/api\/userdata\/comfy\.templates\.json$/,
-  /\/api\/userdata\?dir=/,
-];
-
-const { chromium } = loadPlaywright();
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
+const LABEL = "web_timeline_check";
+const args = parseArgs(process.argv.slice(2));
+const report = {};
+let session;
 let page;
 const shot = async (name, clip) => {
-  const file = path.join(OUT, `timeline_${name}.png`);
+  const file = path.join(session.out, `timeline_${name}.png`);
   await page.screenshot({ path: file, clip });
   report.shots.push(file);
 };
 
-/** Bounding box of the timeline node on screen (canvas pixels -> page pixels). */
-const nodeBox = () =>
+/** A node's box on screen: its DOM element in Nodes 2.0, else from its canvas position (badge row included). */
+const screenBox = (type, above = 30, below = 0) =>
+  page.evaluate(
+    ([type, above, below]) => {
+      const node = window.app.graph.nodes.find((n) => n.type === type);
+      const element = document.querySelector(`.lg-node[data-node-id="${node.id}"]`);
+      if (element) {
+        const b = element.getBoundingClientRect();
+        return { x: b.left - 10, y: b.top - 10, width: b.width + 20, height: b.height + 20 + below };
+      }
+      const rect = window.app.canvas.canvas.getBoundingClientRect();
+      const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - above]);
+      const s = window.app.canvas.ds.scale;
+      return { x: rect.left + x, y: rect.top + y, width: node.size[0] * s, height: (node.size[1] + above) * s + below };
+    },
+    [type, above, below],
+  );
+const nodeBox = () => screenBox("DICEEmotionTimeline");
+/** The texts of the sampler's badges as the user sees them (the DOM in Nodes 2.0, else what the canvas draws). */
+const samplerBadges = () =>
   page.evaluate(() => {
-    const node = window.app.graph.nodes.find((n) => n.type === "DICEEmotionTimeline");
-    const rect = window.app.canvas.canvas.getBoundingClientRect();
-    const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - 30]);
-    const s = window.app.canvas.ds.scale;
-    return { x: rect.left + x, y: rect.top + y, width: node.size[0] * s, height: (node.size[1] + 30) * s };
+    const node = window.app.graph.nodes.find((n) => n.type === "DICESampler");
+    const texts = node.badges.map((b) => (typeof b === "function" ? b() : b).text);
+    const element = document.querySelector(`.lg-node[data-node-id="${node.id}"]`);
+    if (!element) return texts;
+    const leaves = [...element.querySelectorAll("*")].filter(
+      (e) => e.children.length === 0 && e.getBoundingClientRect().width > 0,
+    );
+    return texts.map((text) => (leaves.some((e) => e.textContent.trim() === text) ? text : `(not shown: ${text})`));
   });
 const value = () =>
   page.evaluate(
@@ -111,48 +93,12 @@ const stripBox = async () => await page.locator(".dicetalk-tl-strip").first().bo
 const settle = () => page.waitForTimeout(300);
 
 try {
-  const context = await browser.newContext({ viewport: { width: 1500, height: 950 } });
-  page = await context.newPage();
-  const origin = new URL(URL_).origin;
-  await page.route("**/*", (route) =>
-    route.request().url().startsWith(origin) || /^(data|blob):/.test(route.request().url())
-      ? route.continue()
-      : route.abort(),
-  );
-  page.on("console", (m) => {
-    if (m.type() === "error" && !/Failed to load resource|ERR_|net::/.test(m.text()))
-      report.console_errors.push(m.text().slice(0, 1500));
-  });
-  page.on("pageerror", (e) => {
-    if (!(/reading 'id'/.test(e.message) && /addSetting/.test(e.stack || "")))
-      report.page_errors.push(`${e.message}\n${e.stack || ""}`.slice(0, 1500));
-  });
-  page.on("response", (r) => {
-    if (
-      r.status() >= 400 &&
-      r.url().startsWith(origin) &&
-      !BENIGN_HTTP.some((re) => re.test(r.url())) &&
-      !r.url().endsWith("/prompt")
-    ) {
-      report.http_errors.push(`${r.status()} ${r.url()}`);
-    }
-  });
-
   // ---- 1. the page and the extension
-  await fetch(`${URL_}/api/settings/Comfy.TutorialCompleted`, {
-    method: "POST",
-    body: "true",
-    headers: { "Content-Type": "application/json" },
-  });
-  await page.goto(`${URL_}/`, { waitUntil: "domcontentloaded", timeout: TIMEOUT });
-  await page.waitForFunction(
-    () =>
-      window.app?.graph && window.app.canvas && Object.keys(window.LiteGraph?.registered_node_types || {}).length > 50,
-    null,
-    { timeout: TIMEOUT },
-  );
+  session = await openApp(args, report, LABEL);
+  ({ page } = session);
+  const { step } = session;
   await page.evaluate(() => {
-    window.__dice = { events: [], badges: [], previews: 0 };
+    window.__dice = { events: [], previews: 0, shownBadges: [] };
     window.app.api.addEventListener("progress", ({ detail }) => {
       const node = window.app.graph.getNodeById(Number(detail.node));
       const texts =
@@ -175,9 +121,6 @@ try {
       );
     }
   });
-  await page.waitForTimeout(1000);
-  report.extensions = await page.evaluate(() => window.app.extensions.map((e) => e.name));
-  step("app ready");
 
   // ---- 2. the workflow
   const workflow = JSON.parse(fs.readFileSync(args.workflow, "utf8"));
@@ -185,16 +128,9 @@ try {
     await window.app.loadGraphData(wf, true, true, "timeline_check");
   }, workflow);
   await settle();
-  report.node_looks = await page.evaluate(() =>
-    window.app.graph.nodes
-      .filter((n) => n.type.startsWith("DICE"))
-      .map((n) => ({
-        type: n.type,
-        color: n.renderingColor,
-        bgcolor: n.renderingBgColor,
-        badges: n.badges.map((b) => (typeof b === "function" ? b() : b).text),
-      })),
-  );
+  report.dom_nodes = await domNodes(page);
+  await fitView(page, await nodeBoxes(page));
+  report.node_looks = await nodeLooks(page);
   report.value_loaded = await value();
   report.prompt_loaded = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
 
@@ -206,21 +142,38 @@ try {
     window.app.graph.remove(old);
     const ds = window.app.canvas.ds;
     ds.scale = 1;
-    ds.offset = [-pos[0] + 80, -pos[1] + 90];
+    ds.offset = [-pos[0] + 110, -pos[1] + 150];
     window.app.canvas.setDirty(true, true);
+    // the middle of the empty place: away from the window edges, where a node on the cursor pans the canvas
     const rect = window.app.canvas.canvas.getBoundingClientRect();
-    return { x: rect.left + 80 + 40, y: rect.top + 90 + 20 };
+    return { x: rect.left + 110 + 200, y: rect.top + 150 + 200 };
   });
   await settle();
-  await page.mouse.dblclick(place.x, place.y);
-  const search = page.locator(".comfy-vue-node-search-box input").first();
+  await page.mouse.move(place.x, place.y);
+  await settle();
+  await page.mouse.dblclick(place.x, place.y, { delay: 50 });
+  // the search box: frontend 1.27's PrimeVue autocomplete, or the search dialog of later frontends
+  const search = page.locator(".comfy-vue-node-search-box input, [role=search] input").first();
   await search.waitFor({ timeout: 20000 });
   await search.fill("DICE-Talk Emotion Timeline");
-  await page.locator(".p-autocomplete-option", { hasText: "Emotion Timeline" }).first().waitFor({ timeout: 20000 });
+  await page
+    .locator(".p-autocomplete-option, [role=search] [role=option]", { hasText: "Emotion Timeline" })
+    .first()
+    .waitFor({ timeout: 20000 });
   await search.press("Enter");
   await page.waitForFunction(() => window.app.graph.nodes.some((n) => n.type === "DICEEmotionTimeline"), null, {
     timeout: 20000,
   });
+  // later frontends hang a node added from the search on the cursor until a click places it
+  const onCursor = () =>
+    page.evaluate(() => !!window.app.graph.nodes.find((n) => n.type === "DICEEmotionTimeline").flags?.ghost);
+  report.placed_by_click = await onCursor();
+  for (let tries = 0; tries < 5 && (await onCursor()); tries++) {
+    await page.mouse.move(place.x + 5, place.y + 5);
+    await page.mouse.click(place.x + 5, place.y + 5);
+    await settle();
+  }
+  if (await onCursor()) throw new Error("the node added from the search stayed on the cursor after five clicks");
   report.fresh_node = await page.evaluate(() => {
     const graph = window.app.graph;
     const node = graph.nodes.find((n) => n.type === "DICEEmotionTimeline");
@@ -234,20 +187,18 @@ try {
     );
     node.connect(1, preview, 0);
     const ds = window.app.canvas.ds;
-    ds.offset = [-node.pos[0] + 80, -node.pos[1] + 90];
+    ds.offset = [-node.pos[0] + 110, -node.pos[1] + 150];
     window.app.canvas.setDirty(true, true);
     return { size: [...node.size], value: node.widgets.find((w) => w.name === "keyframes").value };
   });
   step("fresh timeline node added", report.fresh_node);
+  // (the editor draws in the shadow root of its widget element; playwright's locators reach into it)
   await page
-    .waitForFunction(() => /\b28 frames\b/.test(document.querySelector(".dicetalk-tl-clip")?.textContent || ""), null, {
-      timeout: 20000,
-    })
+    .locator(".dicetalk-tl-clip", { hasText: /\b28 frames\b/ })
+    .waitFor({ timeout: 20000 })
     .catch(() => report.problems.push("the clip length from the audio (28 frames) was not shown"));
-  report.clip_text = await page.evaluate(
-    () => document.querySelector(".dicetalk-tl")?.querySelector(".dicetalk-tl-row")?.innerText,
-  );
-  report.text_panel = await page.evaluate(() => document.querySelector(".dicetalk-tl-panel")?.innerText);
+  report.clip_text = await page.locator(".dicetalk-tl-row").first().innerText();
+  report.text_panel = await page.locator(".dicetalk-tl-panel").first().innerText();
   await shot("1_text", await nodeBox());
   step("workflow loaded", { value: report.value_loaded });
 
@@ -309,16 +260,14 @@ try {
   report.bars = await page.$$eval(".dicetalk-tl-bar", (els) =>
     Object.fromEntries(els.map((e) => [e.dataset.name, Number(e.dataset.value)])),
   );
-  report.playhead_label = await page.evaluate(
-    () => document.querySelector(".dicetalk-tl-bars-box")?.innerText.split("\n")[0],
-  );
+  report.playhead_label = (await page.locator(".dicetalk-tl-bars-box").first().innerText()).split("\n")[0];
   await shot("2_edited", await nodeBox());
   await shot("2_canvas");
   step("edited", { value: report.value_edited });
 
   // ---- 4. save, load another graph, load it back
   const saved = await page.evaluate(() => window.app.graph.serialize());
-  fs.writeFileSync(path.join(OUT, "saved_workflow.json"), JSON.stringify(saved, null, 2));
+  fs.writeFileSync(path.join(session.out, "saved_workflow.json"), JSON.stringify(saved, null, 2));
   await page.evaluate(async () => {
     window.app.graph.clear();
     await new Promise((r) => setTimeout(r, 200));
@@ -333,7 +282,7 @@ try {
   await page.evaluate(() => {
     const node = window.app.graph.nodes.find((n) => n.type === "DICEEmotionTimeline");
     window.app.canvas.ds.scale = 1;
-    window.app.canvas.ds.offset = [-node.pos[0] + 80, -node.pos[1] + 90];
+    window.app.canvas.ds.offset = [-node.pos[0] + 110, -node.pos[1] + 150];
     window.app.canvas.setDirty(true, true);
   });
   await page.waitForTimeout(800);
@@ -361,9 +310,22 @@ try {
     for (const node of graph.nodes)
       if (["DICEFrameInterpolation", "CreateVideo", "SaveVideo"].includes(node.type)) node.mode = 2;
     const preview = window.LiteGraph.createNode("PreviewAny");
-    preview.pos = [sampler.pos[0], sampler.pos[1] + sampler.size[1] + 60];
+    const bottom = Math.max(...graph.nodes.map((n) => n.boundingRect[1] + n.boundingRect[3]));
+    preview.pos = [sampler.pos[0], bottom + 120]; // below every node: the sampler grows with its preview
     graph.add(preview);
     sampler.connect(2, preview, 0);
+  });
+  // Nodes 2.0 draws badges as DOM text: record every badge text of the sampler that shows up while it runs
+  await page.evaluate(() => {
+    const sampler = window.app.graph.nodes.find((n) => n.type === "DICESampler");
+    const element = document.querySelector(`.lg-node[data-node-id="${sampler.id}"]`);
+    if (!element) return;
+    new MutationObserver(() => {
+      for (const e of element.querySelectorAll("*")) {
+        const text = e.children.length === 0 ? e.textContent.trim() : "";
+        if (/ · /.test(text) && !window.__dice.shownBadges.includes(text)) window.__dice.shownBadges.push(text);
+      }
+    }).observe(element, { subtree: true, childList: true, characterData: true });
   });
   const response = page.waitForResponse((r) => r.url().endsWith("/api/prompt") && r.request().method() === "POST", {
     timeout: 60000,
@@ -377,27 +339,12 @@ try {
     // the sampler's badge while it runs (best effort: the tiny test model may finish in a few seconds)
     await page
       .waitForFunction(() => window.__dice.events.some((e) => e.badges && e.data.value < e.data.max), null, {
-        timeout: TIMEOUT,
+        timeout: session.timeout,
         polling: 50,
       })
       .then(async () => {
-        const box = await page.evaluate(() => {
-          const node = window.app.graph.nodes.find((n) => n.type === "DICESampler");
-          const rect = window.app.canvas.canvas.getBoundingClientRect();
-          const [x, y] = window.app.canvas.ds.convertOffsetToCanvas([node.pos[0], node.pos[1] - 60]);
-          return {
-            x: rect.left + x - 10,
-            y: rect.top + y,
-            width: node.size[0] * window.app.canvas.ds.scale + 20,
-            height: 200,
-          };
-        });
-        report.badge_while_running = await page.evaluate(() =>
-          window.app.graph.nodes
-            .find((n) => n.type === "DICESampler")
-            .badges.map((b) => (typeof b === "function" ? b() : b).text),
-        );
-        await shot("4_running", box);
+        report.badge_while_running = await samplerBadges();
+        await shot("4_running", await screenBox("DICESampler", 60, 20));
       })
       .catch((err) => report.steps.push({ name: `no running screenshot: ${err.message.split("\n")[0]}` }));
     const done = await page.waitForFunction(
@@ -408,7 +355,7 @@ try {
             e.data?.prompt_id === id,
         ) || null,
       body.prompt_id,
-      { timeout: TIMEOUT, polling: 200 },
+      { timeout: session.timeout, polling: 200 },
     );
     report.status = (await done.jsonValue()).type;
     report.error = (await done.jsonValue()).data;
@@ -418,11 +365,8 @@ try {
     );
     report.events = await page.evaluate(() => window.__dice.events);
     report.previews = await page.evaluate(() => window.__dice.previews);
-    report.badges_after = await page.evaluate(() =>
-      window.app.graph.nodes
-        .find((n) => n.type === "DICESampler")
-        .badges.map((b) => (typeof b === "function" ? b() : b).text),
-    );
+    report.shown_badges = await page.evaluate(() => window.__dice.shownBadges);
+    report.badges_after = await samplerBadges();
     await page.waitForTimeout(800);
     await shot("4_ran");
   }
@@ -431,12 +375,6 @@ try {
   report.problems.push(`crashed: ${err.stack || err}`);
   if (page) await shot("crash").catch(() => {});
 } finally {
-  await browser.close();
+  await session?.browser.close();
 }
-if (report.page_errors.length) report.problems.push(`page errors: ${report.page_errors.join("\n")}`);
-if (report.console_errors.length) report.problems.push(`console errors: ${report.console_errors.join("\n")}`);
-if (report.http_errors.length) report.problems.push(`HTTP errors: ${report.http_errors.join("\n")}`);
-report.ok = report.problems.length === 0;
-fs.writeFileSync(path.join(OUT, "report.json"), JSON.stringify(report, null, 2));
-console.log(report.ok ? "[web_timeline_check] OK" : `[web_timeline_check] FAILED:\n${report.problems.join("\n")}`);
-process.exit(report.ok ? 0 : 1);
+process.exit(finish(report, session?.out ?? path.resolve(args.out || "."), LABEL));
