@@ -6,8 +6,8 @@ running server's ``/object_info``, so the example workflows stay the only hand-k
 * each node's ``widgets_values`` are matched, in order, to the widgets its ``inputs`` list names (the
   frontend lists every widget there); a seed-like INT widget is followed by the frontend's
   ``control_after_generate`` value, which is not an input;
-* widgets the frontend adds by itself are dropped (``upload``) or sent as the frontend sends them
-  (``audioUI``: an empty string);
+* widgets the frontend adds to media nodes (``upload``, ``audioUI``) are left out: no node declares them,
+  and the server ignores them (one frontend sends ``audioUI``, another does not);
 * a linked input becomes ``[source node id, output slot]``, followed through Reroute nodes; an input fed
   by a PrimitiveNode keeps its widget value, and one fed by a node left out is left out, as in the frontend;
 * Note, Reroute, PrimitiveNode and muted nodes are left out.
@@ -21,8 +21,8 @@ from typing import Any
 
 UI_ONLY = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
 """Node types that exist only in the editor."""
-FRONTEND_WIDGETS: dict[str, str | None] = {"upload": None, "audioUI": ""}
-"""Widgets the frontend adds to media nodes, and what it sends for them (None: nothing)."""
+FRONTEND_WIDGETS = frozenset({"upload", "audioUI"})
+"""Widgets the frontend adds to media nodes; no node declares them."""
 CONTROL_AFTER_GENERATE_DEFAULT = ("seed", "noise_seed")
 """INT inputs with these names get the frontend's control widget unless they say otherwise."""
 MUTED, BYPASSED = 2, 4
@@ -53,10 +53,7 @@ def _widget_inputs(node: dict[str, Any], declared: dict[str, list[Any]]) -> dict
         if name in declared:
             inputs[name] = value
             index += _has_control_widget(name, declared[name])
-        elif name in FRONTEND_WIDGETS:
-            if FRONTEND_WIDGETS[name] is not None:
-                inputs[name] = FRONTEND_WIDGETS[name]
-        else:
+        elif name not in FRONTEND_WIDGETS:
             raise WorkflowError(f"{where}: the server's node has no input '{name}'")
     if index != len(values):
         raise WorkflowError(f"{where}: {len(values)} widget values for the widgets {names}")
