@@ -34,8 +34,12 @@ PROJECT = PYPROJECT["project"]
 # nor its frontend. The frontend entry is how the Comfy Registry reads the supported frontend versions.
 NOT_IN_REQUIREMENTS = {"torch", "comfyui-frontend-package"}
 
-# Modules that ComfyUI itself provides to the nodes (and to the tests that import ComfyUI's code).
-COMFYUI_MODULES = {"comfy", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server", "nodes"}
+# Modules that ComfyUI itself provides to the nodes (and to the tests that import ComfyUI's code); its
+# server runs on aiohttp, whose types the pack's routes use.
+COMFYUI_MODULES = {
+    *("comfy", "comfy_api", "comfy_execution", "folder_paths", "latent_preview", "server", "nodes"),
+    "aiohttp",
+}
 
 
 def requirements(lines: list[str]) -> dict[str, Requirement]:
@@ -91,7 +95,8 @@ def test_every_package_the_engine_and_nodes_import_is_a_runtime_dependency():
 
 def test_the_test_extra_holds_what_the_tests_import():
     declared = set(requirements(PROJECT["dependencies"])) | set(requirements(PROJECT["optional-dependencies"]["test"]))
-    local = {path.stem for path in (REPO / "tests").rglob("*.py")} | {"parity_checks", "dicetalk_core", "comfy_server"}
+    scripts = [*(REPO / "tests").rglob("*.py"), *(REPO / "bench").glob("*.py"), *(REPO / "scripts").glob("*.py")]
+    local = {path.stem for path in scripts} | {"parity_checks", "dicetalk_core", "comfy_server"}
     imports = third_party_imports(REPO / "tests")
     missing = {
         name: str(path.relative_to(REPO))
