@@ -448,6 +448,12 @@ def watch_layer_calls(clock: StageClock, unet: torch.nn.Module) -> None:
     unet.conv_out.register_forward_hook(after)
 
 
+def describe_fast(fast: FastMode) -> str:
+    """``FastMode(...)`` with only the options that are not off."""
+    changed = {k: v for k, v in dataclasses.asdict(fast).items() if v != getattr(FastMode(), k)}
+    return "FastMode(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")"
+
+
 def fast_mode_json(fast: FastMode) -> str:
     """A :class:`FastMode` as JSON for the child's command line."""
     return json.dumps(dataclasses.asdict(fast))
@@ -651,7 +657,7 @@ def report(results: dict[str, dict], args: argparse.Namespace, out_dir: Path) ->
             calls = [tuple(call) for call in results[side]["cache_calls"]]
             print(f"{'':>26} feature caching, full/cached calls by branches: {describe_calls(calls)}")
     for side in (s for s in sides if s not in ("official", "exact", "low-memory")):
-        print(f"{labels[side]:>26} = {side_settings(side, args)[1]}")
+        print(f"{labels[side]:>26} = {describe_fast(side_settings(side, args)[1])}")
     at = ", ".join(f"{labels[s]} {projection_steps(s, args)}" for s in sides)
     print(f"* projected: this run's other stages + its timed UNet calls at more steps ({at})")
     if "fast" in results and args.fast_compile:
