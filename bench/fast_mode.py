@@ -19,7 +19,11 @@ the exact run's). Cases:
     python bench/fast_mode.py --memory --cases medium --seconds 4 16   # sampling memory with caching
 
 ``--memory`` runs only the sampling (2 steps: one full, one cached) of clips of each ``--seconds``
-and prints the peak memory above the sampling's start, exact against feature caching.
+and prints the peak memory above the sampling's start, exact against feature caching. ``--calls``
+times one window's UNet call, full and cached at each cache depth, for 1 and 3 CFG branches
+(best of 2; the adaptive mode's cached call also runs the first down layer).
+
+    python bench/fast_mode.py --calls --cases medium
 
 Random and golden weights are not the real DICE-Talk weights: the deviations only rank the options
 and show their direction; judge the real effect on real videos.
@@ -313,6 +317,38 @@ def sampling_memory(case: Case, options: list[str]) -> dict[str, float]:
     return peaks
 
 
+def call_costs(cfg: BenchConfig, depths: list[int]) -> None:
+    """CPU seconds of one window's UNet call: full, and cached at each depth (see the module docstring)."""
+    from common import build_unet
+    from unet_step import window_inputs
+
+    from dicetalk_core.feature_cache import ALL_BRANCHES, FULL_BRANCH, FeatureCache
+
+    unet = build_unet(cfg)
+    frames = torch.arange(cfg.window)
+
+    def best_of_two(fn) -> float:
+        times = []
+        for _ in range(2):
+            start = time.process_time()
+            fn()
+            times.append(time.process_time() - start)
+        return min(times)
+
+    for branches, slots in ((1, FULL_BRANCH), (3, ALL_BRANCHES)):
+        args, kwargs = window_inputs(cfg, "cpu", torch.float32, branches=branches)
+        with torch.no_grad():
+            full = best_of_two(lambda args=args, kwargs=kwargs: unet(*args, **kwargs))
+            parts = [f"{branches}-branch call: full {full:.2f} s"]
+            for depth, threshold in [(d, 0.0) for d in depths] + [(0, 0.99)]:
+                cache = FeatureCache(unet, depth, 1000, threshold, cfg.window)
+                cache(0, slots, frames, *args, **kwargs)
+                cached = best_of_two(lambda c=cache, s=slots, a=args, k=kwargs: c(1, s, frames, *a, **k))
+                name = f"depth {depth}" if threshold == 0 else "adaptive, depth 0"
+                parts.append(f"{name} {cached:.2f} s (x{full / cached:.1f})")
+        print(", ".join(parts), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["golden", "tiny"], choices=("golden", "tiny", "medium"))
@@ -323,12 +359,19 @@ def main() -> None:
         "--seconds", type=float, nargs="+", default=[2.0], help="speech length(s) of the random-weight cases"
     )
     parser.add_argument("--memory", action="store_true", help="sampling memory of exact vs caching (see above)")
+    parser.add_argument("--calls", action="store_true", help="one UNet call, full vs cached per depth (see above)")
+    parser.add_argument("--depths", type=int, nargs="+", default=[0, 1, 2, 3, 5], help="depths --calls times")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     use_mmap_for_large_blocks()
     options = list(dict.fromkeys(["exact", *args.options, *(["compile"] if args.compile else [])]))
 
+    if args.calls:
+        for name in (c for c in args.cases if c != "golden"):
+            print(f"== one window's UNet call, {name}, full vs cached; torch {torch.__version__}, CPU, process CPU s")
+            call_costs(CONFIGS[name], args.depths)
+        return
     if args.memory:
         print(f"== sampling memory, exact vs feature caching (2 steps); torch {torch.__version__}, CPU")
         for name in (c for c in args.cases if c != "golden"):
