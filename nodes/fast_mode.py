@@ -29,8 +29,8 @@ TRADE_OFFS = {
     "with guidance_reuse 3 the whole clip ran x6.2 faster than the official code.",
     "decode_autocast": "bf16 decodes x2.2 faster, 54 dB PSNR against exact, on a CPU with bf16 "
     "instructions; not measured on a GPU.",
-    "decode_chunk_size": "25 frames: 30 dB PSNR against exact; decode time x0.86 to x1.27 on a CPU "
-    "(no reliable gain); not measured on a GPU.",
+    "decode_chunk_size": "25 frames: 30 dB PSNR against exact; decode x1.27 on a CPU in a run whose "
+    "noise was 40 % (no reliable gain); not measured on a GPU.",
     "interpolation_autocast": "bf16 interpolates x3.2 faster, 88 dB PSNR against exact, on a CPU with "
     "bf16 instructions; fp16 not measured on a GPU.",
     "interpolation_batch": "8 pairs: no gain beyond the noise on a CPU (x1.14), frames identical or within "
