@@ -13,6 +13,13 @@ What runs (CPU, ``--threads`` threads, fp32, one fresh process per side so each 
 * ``low-memory``: the same with ``DiceTalkSession.from_folder(low_memory=True)``: each stage reads its
   models when it starts and releases them when it ends (the reading counts in the stage's time).
 * ``fast``: ``exact`` with ``FastMode(guidance_reuse=--fast-reuse)`` and ``--fast-steps`` steps.
+* ``cache``: ``fast`` plus UNet feature caching (``--cache-interval``, ``--cache-depth``), run at
+  ``--project-steps`` steps (25): cached calls cost another time than full ones, so this side is
+  measured at the full step count, not projected.
+* ``adaptive``: ``fast`` plus adaptive feature caching (``--cache-threshold``, ``--cache-depth``), at 25 steps.
+* ``best``: the best combination found (``BEST`` in ``bench/fast_mode.py``: guidance reuse, feature
+  caching, bf16 autocast for the UNet, the decode and RIFE, RIFE 8 pairs per call), at 25 steps.
+  bf16 pays only on CPUs with bf16 instructions (``avx512_bf16``/AMX; this one has them).
 
 Both sides read the same files, written once in the official layout and format
 (``ROOT/checkpoints/{DICE-Talk/*.pth, stable-video-diffusion-img2vid-xt/ (fp16 variant files),
@@ -45,6 +52,7 @@ headless OpenCV build, and huggingface_hub < 0.26, which diffusers 0.29 needs). 
     python bench/official.py --official-dir SRC --official-python VENV/bin/python
     python bench/official.py --decode-clips 2      # our decode: clips per VAE call (default auto: 1 on the CPU)
     python bench/official.py --sides exact fast    # our side only
+    python bench/official.py --sides official exact fast cache best   # the feature-caching sides too
 
 Without a usable official checkout and venv it says so, shows the setup above, runs our side only
 and exits 0. Random weights: the video is noise; time, memory and the agreement are what count.
@@ -53,11 +61,13 @@ and exits 0. Random weights: the video is noise; time, memory and the agreement 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 from typing import Any
@@ -69,6 +79,8 @@ from official_driver import CLIP_STAGES, STAGES, StageClock, weights_mb
 BENCH = Path(__file__).resolve().parent
 if str(BENCH.parent) not in sys.path:
     sys.path.insert(0, str(BENCH.parent))  # dicetalk_core, imported lazily (the child times its imports)
+from dicetalk_core.fast_mode import FastMode  # noqa: E402  (light: torch and the errors module only)
+
 OFFICIAL_HOME = Path.home() / ".cache" / "dicetalk-official"
 DEFAULT_OFFICIAL_DIR = Path(os.environ.get("DICETALK_OFFICIAL_DIR", OFFICIAL_HOME / "src"))
 DEFAULT_OFFICIAL_PYTHON = Path(os.environ.get("DICETALK_OFFICIAL_PYTHON", OFFICIAL_HOME / "venv" / "bin" / "python"))
@@ -85,6 +97,11 @@ CONFIG = "medium"  # the official code's literal sizes (audio projection, emotio
 SETUP_HEADING = "Setting up the official side (outside this repository; nothing of it enters it)::"
 SETUP_END = "(the official pins"
 OFFICIAL_IMPORTS = "import diffusers, transformers, librosa, omegaconf, cv2, einops, skvideo.io, av, accelerate"
+SIDES = ("official", "exact", "low-memory", "fast", "cache", "adaptive", "best")
+FULL_STEP_SIDES = ("cache", "adaptive", "best")
+PER_RUN_ROWS = ("clip CPU s", "clip wall s")
+"""Rows of the steps actually run: no ratio against a side run at another step count."""
+"""Sides run at ``--project-steps`` steps (their UNet calls differ in cost: they are measured, not projected)."""
 
 
 # ------------------------------------------------------------------------------- the shared files
@@ -293,13 +310,12 @@ def run_side(side: str, args: argparse.Namespace, root: Path, inputs: dict[str, 
         ]
         cwd = out_dir
     else:
-        steps, reuse = side_steps(side, args)
+        steps, fast = side_settings(side, args)
         command = [sys.executable, __file__, "--child", "--models-root", str(root), "--resolution", resolution]
-        command += ["--steps", str(steps), "--fast-reuse", str(reuse), "--decode-clips", args.decode_clips, *common]
+        command += ["--steps", str(steps), "--fast-mode", fast_mode_json(fast), "--decode-clips", args.decode_clips]
+        command += common
         if side == "low-memory":
             command.append("--low-memory")
-        if side == "fast" and args.fast_compile:
-            command.append("--compile")
         cwd = BENCH
     print(f"running {side} ... (log: {log})", flush=True)
     with open(log, "w") as log_file:
@@ -315,12 +331,17 @@ def run_ours_child(args: argparse.Namespace) -> None:
     clock = StageClock()
     clock.begin("load", reset=False)
     torch.set_num_threads(args.threads)
+    from fast_mode import CallLog
+
     from dicetalk_core import pipeline as pipeline_module
     from dicetalk_core import sampler as sampler_module
-    from dicetalk_core.fast_mode import FastMode
     from dicetalk_core.precision import Precision
     from dicetalk_core.sampler import SamplerSettings
     from dicetalk_core.session import DiceTalkSession
+
+    fast = fast_mode_from_json(args.fast_mode)
+    args.compile = fast.compile
+    watch = watch_layer_calls if fast.caches_features else StageClock.watch_unet
 
     checkpoints = Path(args.models_root) / "checkpoints"
     precision = Precision(device=torch.device("cpu"), diffusion=torch.float32)
@@ -332,7 +353,7 @@ def run_ours_child(args: argparse.Namespace) -> None:
         models.audio_projection.register_forward_pre_hook(clock.once("conditioning"))
         models.emotion_model.register_forward_pre_hook(clock.once("conditioning"))
         if not args.compile:
-            clock.watch_unet(models.unet)
+            watch(clock, models.unet)
         session.rife.register_forward_pre_hook(clock.once("interpolation"))
     else:  # low memory: each stage starts when its modules are read, so their reading counts in it
         enter, read_unet = loader.enter, loader.loaders["unet"]
@@ -344,7 +365,7 @@ def run_ours_child(args: argparse.Namespace) -> None:
         def watched_unet() -> torch.nn.Module:
             unet = read_unet()
             if not args.compile:
-                clock.watch_unet(unet)
+                watch(clock, unet)
             return unet
 
         loader.enter, loader.loaders["unet"] = timed_enter, watched_unet
@@ -372,19 +393,20 @@ def run_ours_child(args: argparse.Namespace) -> None:
     clips = args.decode_clips if args.decode_clips == "auto" else int(args.decode_clips)
     settings = pipeline_module.GenerationSettings(
         sampler=SamplerSettings(steps=args.steps),
-        fast=FastMode(guidance_reuse=args.fast_reuse, compile=args.compile),
+        fast=fast,
         decode_clips_per_call=clips,
     )
     clock.begin("inputs")
-    result = session.run(
-        args.image,
-        args.audio,
-        args.emotion,
-        settings,
-        seed=args.seed,
-        face_box=tuple(args.face_box),
-        min_resolution=args.resolution,
-    )
+    with CallLog() as cache_log:
+        result = session.run(
+            args.image,
+            args.audio,
+            args.emotion,
+            settings,
+            seed=args.seed,
+            face_box=tuple(args.face_box),
+            min_resolution=args.resolution,
+        )
     clock.end()
     captured["video"] = result.frames
     torch.save(captured, args.tensors)
@@ -394,8 +416,55 @@ def run_ours_child(args: argparse.Namespace) -> None:
         frames=int(captured["frames"].shape[0]),
         latent_frames=int(captured["latents"].shape[1]),
         weights_mb=weights_mb([*modules, models.emotion_model, session.whisper.encoder, session.rife]),
+        cache_calls=cache_log.calls(),
     )
     Path(args.out).write_text(json.dumps(out))
+
+
+def watch_layer_calls(clock: StageClock, unet: torch.nn.Module) -> None:
+    """:meth:`StageClock.watch_unet` for feature caching, which calls the UNet's layers, not its forward.
+
+    Every call starts with the time embedding and ends with ``conv_out``; the branches are counted from
+    ``conv_out``'s batch (CFG branches x window frames).
+    """
+    from dicetalk_core.sampler import SamplerSettings
+
+    start: list[float] = [0.0, 0.0]
+    sampling = clock.once("sampling")
+    window = SamplerSettings().window
+
+    def before(*_: Any) -> None:
+        sampling()
+        start[:] = [time.perf_counter(), time.process_time()]
+
+    def after(_module: torch.nn.Module, _args: tuple, output: torch.Tensor) -> None:
+        clock.unet_calls.append(
+            {
+                "branches": int(output.shape[0]) // window,
+                "seconds": time.perf_counter() - start[0],
+                "cpu_seconds": time.process_time() - start[1],
+            }
+        )
+
+    unet.time_embedding.register_forward_pre_hook(before)
+    unet.conv_out.register_forward_hook(after)
+
+
+def describe_fast(fast: FastMode) -> str:
+    """``FastMode(...)`` with only the options that are not off."""
+    changed = {k: v for k, v in dataclasses.asdict(fast).items() if v != getattr(FastMode(), k)}
+    return "FastMode(" + ", ".join(f"{k}={v!r}" for k, v in changed.items()) + ")"
+
+
+def fast_mode_json(fast: FastMode) -> str:
+    """A :class:`FastMode` as JSON for the child's command line."""
+    return json.dumps(dataclasses.asdict(fast))
+
+
+def fast_mode_from_json(text: str) -> FastMode:
+    fields = json.loads(text)
+    fields["guidance_interval"] = tuple(fields["guidance_interval"])
+    return FastMode(**fields)
 
 
 # -------------------------------------------------------------------------------------- reporting
@@ -409,24 +478,31 @@ def clip_peak(result: dict) -> float:
     return max(result["stages"][s]["peak_rss_mb"] for s in CLIP_STAGES if s in result["stages"])
 
 
-def projected_cpu(result: dict, steps: int, target_steps: int, fast_reuse: int, compiled: bool = False) -> float | None:
+def projected_cpu(result: dict, steps: int, target_steps: int, fast: FastMode) -> float | None:
     """CPU seconds of the clip at ``target_steps`` steps, from the timed UNet calls of this run.
+
+    A run at ``target_steps`` steps is its measured clip time. Feature caching is not projected (its
+    calls' costs depend on which are cached): None.
 
     Sampling = UNet calls (per step: one per window, 3 branches on "full" steps, 1 on "reuse" steps,
     the kinds from ``FastMode.step_kinds``) + the rest of the loop, linear in steps; other stages as measured.
     With ``compiled``, the first call of each batch size (it compiles) is left out of the mean and of
     the total: compiling is a one-time cost per process, reported apart (:func:`compile_seconds`).
     """
-    from dicetalk_core.fast_mode import FULL, FastMode
+    from dicetalk_core.fast_mode import FULL
 
+    if steps == target_steps and not fast.compile:
+        return clip_total(result, "cpu_seconds")
+    if fast.caches_features:
+        return None
     calls = result["unet_calls"]
     per_branches: dict[int, list[float]] = {}
     for call in calls:
         per_branches.setdefault(call["branches"], []).append(call["cpu_seconds"])
-    if compiled:
+    if fast.compile:
         per_branches = {b: v[1:] for b, v in per_branches.items() if len(v) > 1}
     mean = {b: sum(v) / len(v) for b, v in per_branches.items()}
-    kinds = FastMode(guidance_reuse=fast_reuse).step_kinds(target_steps)
+    kinds = fast.step_kinds(target_steps)
     needed = {3 if kind == FULL else 1 for kind in kinds}
     if not needed <= set(mean):
         return None
@@ -455,6 +531,10 @@ def agreement(out_dir: Path, sides: list[str], args: argparse.Namespace) -> list
     for side in sides:
         if side == "official":
             continue
+        if side_settings(side, args)[0] != args.steps:
+            steps = side_settings(side, args)[0]
+            lines.append(f"{side} vs official: not compared ({steps} steps against {args.steps})")
+            continue
         ours = torch.load(out_dir / f"{side_tag(side, args)}.pt", weights_only=True)
         parts = []
         for key in ("latents", "frames", "video"):
@@ -471,25 +551,42 @@ def agreement(out_dir: Path, sides: list[str], args: argparse.Namespace) -> list
 
 
 def side_tag(side: str, args: argparse.Namespace) -> str:
-    """File name stem of a side's results (the fast side's settings are part of it)."""
-    if side == "fast":
-        steps, reuse = side_steps(side, args)
-        return f"fast-reuse{reuse}-steps{steps}" + ("-compile" if args.fast_compile else "")
-    return side
+    """File name stem of a side's results (the fast sides' settings are part of it)."""
+    if side in ("official", "exact", "low-memory"):
+        return side
+    steps, fast = side_settings(side, args)
+    changed = {k: v for k, v in dataclasses.asdict(fast).items() if v != getattr(FastMode(), k)}
+    parts = [
+        k.replace("_", "") + ("-".join(map(str, v)) if isinstance(v, tuple) else str(v))
+        for k, v in changed.items()
+    ]
+    return "-".join([side, *parts, f"steps{steps}"])
 
 
-def side_steps(side: str, args: argparse.Namespace) -> tuple[int, int]:
-    """(steps, guidance reuse) a side ran with."""
+def side_settings(side: str, args: argparse.Namespace) -> tuple[int, FastMode]:
+    """(steps, fast mode) a side runs with."""
+    from fast_mode import BEST
+
+    reuse = {"guidance_reuse": args.fast_reuse}
     if side == "fast":
-        return args.fast_steps or args.steps, args.fast_reuse
-    return args.steps, 1  # exact and low-memory
+        return args.fast_steps or args.steps, FastMode(**reuse, compile=args.fast_compile)
+    caching = {"cache_depth": args.cache_depth, **reuse}
+    if side == "cache":
+        return args.project_steps, FastMode(cache_interval=args.cache_interval, **caching)
+    if side == "adaptive":
+        return args.project_steps, FastMode(cache_threshold=args.cache_threshold, **caching)
+    if side == "best":
+        return args.project_steps, BEST
+    return args.steps, FastMode()  # exact and low-memory
 
 
 def projection_steps(side: str, args: argparse.Namespace) -> int:
     """Steps the projection of ``side`` is made for."""
     if side == "fast" and args.project_fast_steps:
         return args.project_fast_steps
-    return round(args.project_steps * side_steps(side, args)[0] / args.steps)
+    if side in FULL_STEP_SIDES:
+        return args.project_steps
+    return round(args.project_steps * side_settings(side, args)[0] / args.steps)
 
 
 def summary_rows(results: dict[str, dict], args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -505,12 +602,11 @@ def summary_rows(results: dict[str, dict], args: argparse.Namespace) -> dict[str
         "models held between runs MB": {},
     }
     for side, result in results.items():
-        steps, reuse = side_steps(side, args)
+        steps, fast = side_settings(side, args)
         target = projection_steps(side, args)
         rows["clip CPU s"][side] = clip_total(result, "cpu_seconds")
         rows["clip wall s"][side] = clip_total(result, "seconds")
-        compiled = side == "fast" and args.fast_compile
-        rows[projected][side] = projected_cpu(result, steps, target, reuse, compiled) or math.nan
+        rows[projected][side] = projected_cpu(result, steps, target, fast) or math.nan
         rows["clip peak RSS MB"][side] = clip_peak(result)
         rows["process peak RSS MB"][side] = result["peak_rss_mb"]
         rows["clip peak above models MB"][side] = clip_peak(result) - result["stages"]["load"]["rss_after_mb"]
@@ -523,7 +619,9 @@ def report(results: dict[str, dict], args: argparse.Namespace, out_dir: Path) ->
     labels = {side: side for side in sides}
     if "fast" in labels:
         compiled = ", compile" if args.fast_compile else ""
-        labels["fast"] = f"fast(reuse {args.fast_reuse}, {side_steps('fast', args)[0]} st{compiled})"
+        labels["fast"] = f"fast(reuse {args.fast_reuse}, {side_settings('fast', args)[0]} st{compiled})"
+    for side in set(FULL_STEP_SIDES) & set(labels):
+        labels[side] = f"{side}({side_settings(side, args)[0]} st)"
     first = results[sides[0]]
     print(
         f"\n== per clip: {args.seconds:g} s of speech -> {first['frames']} frames (+25 padding), config "
@@ -555,8 +653,18 @@ def report(results: dict[str, dict], args: argparse.Namespace, out_dir: Path) ->
             by.setdefault(call["branches"], []).append(call["cpu_seconds"])
         text = ", ".join(f"{len(v)} x {b}-branch {sum(v) / len(v):.1f} s" for b, v in sorted(by.items(), reverse=True))
         print(f"{labels[side]:>26} UNet calls (CPU s each): {text}")
+        if results[side].get("cache_calls"):
+            from fast_mode import describe_calls
+
+            calls = [tuple(call) for call in results[side]["cache_calls"]]
+            print(f"{'':>26} feature caching, full/cached calls by branches: {describe_calls(calls)}")
+    for side in (s for s in sides if s not in ("official", "exact", "low-memory")):
+        print(f"{labels[side]:>26} = {describe_fast(side_settings(side, args)[1])}")
     at = ", ".join(f"{labels[s]} {projection_steps(s, args)}" for s in sides)
-    print(f"* projected: this run's other stages + its timed UNet calls at more steps ({at})")
+    print(
+        f"* projected: this run's other stages + its timed UNet calls at more steps ({at}); "
+        "a side run at that many steps: its measured clip"
+    )
     if "fast" in results and args.fast_compile:
         print(
             f"  the fast side's compiling ({compile_seconds(results['fast']):.0f} s wall, once per process, partly in "
@@ -565,7 +673,9 @@ def report(results: dict[str, dict], args: argparse.Namespace, out_dir: Path) ->
     if "official" in results:
         print("\nofficial / ours (> 1: ours faster or smaller):")
         for side in sides[1:] if sides[0] == "official" else [s for s in sides if s != "official"]:
-            ratios = {name: rows[name]["official"] / rows[name][side] for name in rows if rows[name][side]}
+            same_steps = side_settings(side, args)[0] == args.steps
+            comparable = [name for name in rows if same_steps or name not in PER_RUN_ROWS]
+            ratios = {name: rows[name]["official"] / rows[name][side] for name in comparable if rows[name][side]}
             parts = [f"{name} x{ratio:.2f}" for name, ratio in ratios.items() if not math.isnan(ratio)]
             print(f"  {labels[side]}: " + "; ".join(parts))
         bad = {k: v for k, v in results["official"]["weights"].items() if any(v.values())}
@@ -589,12 +699,12 @@ def main() -> None:
     parser.add_argument(
         "--project-fast-steps", type=int, default=None, help="fast side: steps of its projection (default as run)"
     )
+    parser.add_argument("--cache-interval", type=int, default=3, help="cache side: FastMode(cache_interval=N)")
+    parser.add_argument("--cache-depth", type=int, default=0, help="cache and adaptive sides: cache_depth")
     parser.add_argument(
-        "--sides",
-        nargs="+",
-        default=["official", "exact", "low-memory", "fast"],
-        choices=("official", "exact", "low-memory", "fast"),
+        "--cache-threshold", type=float, default=0.1, help="adaptive side: FastMode(cache_threshold=T)"
     )
+    parser.add_argument("--sides", nargs="+", default=["official", "exact", "low-memory", "fast"], choices=SIDES)
     parser.add_argument(
         "--decode-clips", default="auto", help="our sides: decode_clips_per_call (int or auto, the default)"
     )
@@ -608,7 +718,7 @@ def main() -> None:
     parser.add_argument("--face-box", type=lambda s: [float(v) for v in s.split(",")], help=argparse.SUPPRESS)
     parser.add_argument("--resolution", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--low-memory", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fast-mode", default=fast_mode_json(FastMode()), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_ours_child(args)

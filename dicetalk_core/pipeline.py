@@ -249,13 +249,15 @@ def generate(
         on_window=on_window,
         should_stop=should_stop,
     )
-    stage("decode", decode_frame_bytes(models.vae, latent_shape[-2:]) * settings.decode_chunk_size)
-    frames = decode_latents(
-        models.vae,
-        latents,
-        audio_windows.shape[0],
-        settings.decode_chunk_size,
-        should_stop=should_stop,
-        clips_per_call=settings.decode_clips_per_call,
-    )
+    chunk_size = settings.fast.decode_chunk_size or settings.decode_chunk_size
+    stage("decode", decode_frame_bytes(models.vae, latent_shape[-2:]) * chunk_size)
+    with settings.fast.decode_context(precision.device):
+        frames = decode_latents(
+            models.vae,
+            latents,
+            audio_windows.shape[0],
+            chunk_size,
+            should_stop=should_stop,
+            clips_per_call=settings.decode_clips_per_call,
+        )
     return frames, latents

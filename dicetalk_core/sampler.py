@@ -9,7 +9,8 @@ pair, and averages the windows per frame.
 
 Per run, the window-invariant inputs are built once; per window only the frame-indexed tokens are
 gathered. ``fast`` (:class:`~dicetalk_core.fast_mode.FastMode`, off by default) may replace the
-three-way batch by the full branch alone on some steps, or run the UNet under autocast.
+three-way batch by the full branch alone on some steps, run the UNet under autocast, or reuse the
+UNet's deep features across steps (:mod:`~dicetalk_core.feature_cache`, per clip frame and CFG branch).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from diffusers import EulerDiscreteScheduler
 from . import defaults
 from .errors import CancelledError, InputError
 from .fast_mode import FULL, REUSE, FastMode, compiled_unet
+from .feature_cache import ALL_BRANCHES, FULL_BRANCH, FeatureCache
 from .rates import GENERATION_FPS
 from .unet_adapters import DiceUNet
 
@@ -234,6 +236,9 @@ def sample(
     g2 = guidance_schedule(settings.audio_guidance, len(timesteps), dtype).tolist()
     kinds = fast.step_kinds(len(timesteps))
     model = compiled_unet(unet) if fast.compile else unet
+    cache = None
+    if fast.caches_features:
+        cache = FeatureCache(unet, fast.cache_depth, fast.cache_interval, fast.cache_threshold, total)
     masks = None if cond.face_mask is None else [cond.face_mask, cond.face_mask]
     inputs = _WindowInputs(cond, settings, dtype, device)
     latents = initial_latents(scheduler, ref_latents, noise, timesteps[:1])
@@ -258,7 +263,11 @@ def sample(
             model_input = scheduler.scale_model_input(torch.cat([window_latents] * branches), t)
             model_input = torch.cat([model_input, kwargs.pop("image_latents")], dim=2)
             with fast.autocast_context(device):
-                prediction = model(model_input, t, masks=masks, **kwargs).sample
+                if cache is None:
+                    prediction = model(model_input, t, masks=masks, **kwargs).sample
+                else:
+                    slots = ALL_BRANCHES if three_way else FULL_BRANCH
+                    prediction = cache(step, slots, index, model_input, t, masks=masks, **kwargs)
             prediction = prediction.to(dtype)
             if three_way:
                 uncond, reference, full = prediction.chunk(3)

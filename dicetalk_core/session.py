@@ -195,6 +195,8 @@ class DiceTalkSession:
             frames = interpolate_frames(
                 frames,
                 self.rife,
+                batch_size=settings.fast.interpolation_batch,
+                autocast=settings.fast.interpolation_autocast,
                 should_stop=should_stop,
                 progress=None if progress is None else lambda d, t: progress("interpolate", d, t),
             )

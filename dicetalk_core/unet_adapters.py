@@ -267,6 +267,28 @@ class DiceTransformerSpatioTemporalModel(TransformerSpatioTemporalModel):
         return TransformerTemporalModelOutput(sample=output)
 
 
+@dataclass(frozen=True)
+class UNetCall:
+    """What every block of one :class:`DiceUNet` call shares (made by :meth:`DiceUNet.prepare`).
+
+    Attributes:
+        emb: ``(B*F, C_t)`` time embedding per frame.
+        cond: the cross-attentions' :class:`DiceConditioning`.
+        image_only_indicator: ``(B, F)`` zeros (video frames).
+        batch_size: ``B``, the CFG branches of the call.
+        num_frames: ``F``, the window's frames.
+        forward_upsample_size: whether the up-samplers get explicit sizes (latent sides not multiples of
+            ``2 ** num_upsamplers``).
+    """
+
+    emb: torch.Tensor
+    cond: DiceConditioning
+    image_only_indicator: torch.Tensor
+    batch_size: int
+    num_frames: int
+    forward_upsample_size: bool
+
+
 class DiceUNet(UNetSpatioTemporalConditionModel):
     """The SVD UNet with DICE-Talk's inputs; build with :func:`install_dice_adapters`.
 
@@ -316,26 +338,10 @@ class DiceUNet(UNetSpatioTemporalConditionModel):
         Returns:
             ``(B, F, out_channels, h, w)`` model output (v-prediction).
         """
-        batch_size, num_frames = sample.shape[:2]
-        upsample_factor = 2**self.num_upsamplers
-        forward_upsample_size = any(s % upsample_factor != 0 for s in sample.shape[-2:])
-
-        timesteps = timestep.reshape(-1)[:1].to(sample.device).expand(batch_size)
-        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
-        time_embeds = self.add_time_proj(added_time_ids.flatten()).reshape(batch_size, -1)
-        emb = emb + self.add_embedding(time_embeds.to(emb.dtype))
-        emb = emb.repeat_interleave(num_frames, dim=0)
-
-        if image_embeds.shape[0] == batch_size:
-            image_embeds = image_embeds.repeat_interleave(num_frames, dim=0)
-        cond = DiceConditioning(
-            image_embeds, list(adapter_tokens), None if masks is None else list(masks), routing=self.routing
+        sample, call = self.prepare(
+            sample, timestep, image_embeds, adapter_tokens, added_time_ids, pose_features, masks
         )
-
-        sample = self.conv_in(sample.flatten(0, 1))
-        if pose_features is not None:
-            sample = sample + (pose_features.flatten(0, 1) if pose_features.ndim == 5 else pose_features)
-        image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
+        emb, cond, image_only_indicator = call.emb, call.cond, call.image_only_indicator
 
         down_block_res_samples: tuple[torch.Tensor, ...] = (sample,)
         for block in self.down_blocks:
@@ -356,7 +362,7 @@ class DiceUNet(UNetSpatioTemporalConditionModel):
         for i, block in enumerate(self.up_blocks):
             res_samples = down_block_res_samples[-len(block.resnets) :]
             down_block_res_samples = down_block_res_samples[: -len(block.resnets)]
-            if i < len(self.up_blocks) - 1 and forward_upsample_size:
+            if i < len(self.up_blocks) - 1 and call.forward_upsample_size:
                 upsample_size = down_block_res_samples[-1].shape[2:]
             kwargs = {"encoder_hidden_states": cond} if getattr(block, "has_cross_attention", False) else {}
             sample = block(
@@ -368,11 +374,51 @@ class DiceUNet(UNetSpatioTemporalConditionModel):
                 **kwargs,
             )
 
-        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
-        sample = sample.reshape(batch_size, num_frames, *sample.shape[1:])
+        sample = self.finish(sample, call)
         if not return_dict:
             return (sample,)
         return UNetSpatioTemporalConditionOutput(sample=sample)
+
+    def prepare(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        image_embeds: torch.Tensor,
+        adapter_tokens: Sequence[torch.Tensor],
+        added_time_ids: torch.Tensor,
+        pose_features: torch.Tensor | None = None,
+        masks: Sequence[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, UNetCall]:
+        """The part of :meth:`forward` before the down blocks (arguments as there).
+
+        Returns ``conv_in``'s output plus the pose features ``(B*F, C0, h, w)`` and what every block shares.
+        """
+        batch_size, num_frames = sample.shape[:2]
+        upsample_factor = 2**self.num_upsamplers
+        forward_upsample_size = any(s % upsample_factor != 0 for s in sample.shape[-2:])
+
+        timesteps = timestep.reshape(-1)[:1].to(sample.device).expand(batch_size)
+        emb = self.time_embedding(self.time_proj(timesteps).to(dtype=sample.dtype))
+        time_embeds = self.add_time_proj(added_time_ids.flatten()).reshape(batch_size, -1)
+        emb = emb + self.add_embedding(time_embeds.to(emb.dtype))
+        emb = emb.repeat_interleave(num_frames, dim=0)
+
+        if image_embeds.shape[0] == batch_size:
+            image_embeds = image_embeds.repeat_interleave(num_frames, dim=0)
+        cond = DiceConditioning(
+            image_embeds, list(adapter_tokens), None if masks is None else list(masks), routing=self.routing
+        )
+
+        sample = self.conv_in(sample.flatten(0, 1))
+        if pose_features is not None:
+            sample = sample + (pose_features.flatten(0, 1) if pose_features.ndim == 5 else pose_features)
+        image_only_indicator = torch.zeros(batch_size, num_frames, dtype=sample.dtype, device=sample.device)
+        return sample, UNetCall(emb, cond, image_only_indicator, batch_size, num_frames, forward_upsample_size)
+
+    def finish(self, sample: torch.Tensor, call: UNetCall) -> torch.Tensor:
+        """The part of :meth:`forward` after the up blocks: ``(B*F, C, h, w)`` -> ``(B, F, out_channels, h, w)``."""
+        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        return sample.reshape(call.batch_size, call.num_frames, *sample.shape[1:])
 
 
 def install_dice_adapters(

@@ -269,16 +269,30 @@ class DICEFrameInterpolation:
                     },
                 ),
             },
-            "optional": {"audio": ("AUDIO", {"tooltip": "Audio to trim to the interpolated video."})},
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Audio to trim to the interpolated video."}),
+                "fast_mode": (
+                    "DICE_FAST_MODE",
+                    {
+                        "tooltip": "From DICE-Talk Fast Mode: its interpolation options (half precision, frame "
+                        "pairs per call). Not connected = one pair per call in the model's precision, as official.",
+                    },
+                ),
+            },
         }
 
-    def interpolate(self, frames: torch.Tensor, fps: float, audio: dict | None = None):
+    def interpolate(
+        self, frames: torch.Tensor, fps: float, audio: dict | None = None, fast_mode: FastMode | None = None
+    ):
+        fast = fast_mode or FastMode()
         patcher = rife_patcher()
         mm.load_models_gpu([patcher], force_full_load=True)
         model: IFNet = patcher.model.module
         out = interpolate_frames(
             frames.permute(0, 3, 1, 2),
             model,
+            batch_size=fast.interpolation_batch,
+            autocast=fast.interpolation_autocast,
             progress=progress_bar(max(frames.shape[0] - 1, 1)),
             should_stop=stop_requested,
         ).permute(0, 2, 3, 1)
