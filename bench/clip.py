@@ -27,43 +27,42 @@ import numpy as np
 import torch
 from common import (
     CONFIGS,
-    BenchConfig,
-    build_models,
-    build_whisper,
     device_arg,
     print_header,
     rss_mb,
     stage_memory,
 )
 
+from dicetalk_core import defaults
 from dicetalk_core.audio import audio_windows
 from dicetalk_core.emotion.conditioning import EmotionConditioning, emotion_conditioning
 from dicetalk_core.fast_mode import FastMode
 from dicetalk_core.interpolation import IFNet, interpolate_frames
+from dicetalk_core.models.layouts import LAYOUTS, ModelLayout
 from dicetalk_core.pipeline import GenerationSettings, InitialNoise, ReferenceInputs, build_conditioning
 from dicetalk_core.precision import DTYPES, Precision
+from dicetalk_core.random_models import build_models, build_whisper
+from dicetalk_core.rates import SAMPLE_RATE
 from dicetalk_core.sampler import SamplerSettings, sample
 from dicetalk_core.vae_decode import decode_latents
-
-RATE = 16000
 
 
 def speech(seconds: float) -> np.ndarray:
     """A voiced, syllable-modulated tone (random weights do not care what is said)."""
-    t = np.arange(int(seconds * RATE)) / RATE
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2).astype(np.float32)
 
 
-def reference_inputs(cfg: BenchConfig) -> ReferenceInputs:
+def reference_inputs(layout: ModelLayout) -> ReferenceInputs:
     g = torch.Generator().manual_seed(5)
-    size = cfg.resolution
+    size = layout.resolution
     mask = torch.zeros(3, size, size)
     mask[:, size // 5 : 4 * size // 5, size // 4 : 3 * size // 4] = 1
     return ReferenceInputs(torch.rand(3, size, size, generator=g) * 2 - 1, torch.randn(3, 224, 224, generator=g), mask)
 
 
 def run_clip(
-    cfg: BenchConfig,
+    layout: ModelLayout,
     seconds: float,
     steps: int,
     precision: Precision,
@@ -77,23 +76,23 @@ def run_clip(
     """One clip; returns per-stage measurements and facts (frames, windows, calls)."""
     device = precision.device
     models.unet.set_routing(routing)
-    settings = GenerationSettings(sampler=SamplerSettings(steps=steps, window=cfg.window), fast=fast)
+    settings = GenerationSettings(sampler=SamplerSettings(steps=steps, window=layout.window), fast=fast)
     stages: dict[str, dict] = {}
     outputs: dict[str, float] = {}
 
     with stage_memory(stages, "audio", device):
-        windows = audio_windows(whisper, speech(seconds), RATE).windows
+        windows = audio_windows(whisper, speech(seconds), SAMPLE_RATE).windows
     outputs["audio"] = windows.numel() * windows.element_size() / 2**20
     n_frames = windows.shape[0]
-    total = n_frames + cfg.window
-    h = cfg.latent
-    noise = InitialNoise.from_seed(72589, (cfg.resolution, cfg.resolution), (1, total, 4, h, h))
+    total = n_frames + layout.window
+    h = layout.latent_size
+    noise = InitialNoise.from_seed(defaults.SEED, (layout.resolution, layout.resolution), (1, total, 4, h, h))
 
     with stage_memory(stages, "conditioning", device):
         prior = torch.randn(1, 256, generator=torch.Generator().manual_seed(6))
         emotion: EmotionConditioning = emotion_conditioning(models.emotion_model, prior)
         cond, ref_latents = build_conditioning(
-            models, reference_inputs(cfg), windows, emotion, settings, noise.augmentation, precision
+            models, reference_inputs(layout), windows, emotion, settings, noise.augmentation, precision
         )
     outputs["conditioning"] = (
         sum(t.numel() * t.element_size() for t in (cond.audio, cond.emotion, cond.pose_features)) / 2**20
@@ -125,10 +124,10 @@ def run_clip(
     return stages, facts
 
 
-def print_run(seconds: float, stages: dict, facts: dict, cfg: BenchConfig, steps: int) -> None:
-    windows = math.ceil(facts["latent frames"] / cfg.window)
+def print_run(seconds: float, stages: dict, facts: dict, layout: ModelLayout, steps: int) -> None:
+    windows = math.ceil(facts["latent frames"] / layout.window)
     print(
-        f"\n-- {seconds:g} s of speech: {facts['frames']} frames (+{cfg.window} padding), "
+        f"\n-- {seconds:g} s of speech: {facts['frames']} frames (+{layout.window} padding), "
         f"{facts['UNet calls']} UNet calls ({windows} windows x {steps})"
     )
     gpu = any("cuda_max_allocated_mb" in e for e in stages.values())
@@ -165,7 +164,7 @@ def print_growth(runs: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="medium", choices=sorted(CONFIGS))
+    parser.add_argument("--config", default="medium", choices=CONFIGS)
     parser.add_argument("--seconds", type=float, nargs="+", default=[4.0])
     parser.add_argument("--steps", type=int, default=2, help="denoising steps (official 25; CPU default 2)")
     parser.add_argument("--routing", default="exact", choices=("exact", "reference"))
@@ -176,11 +175,11 @@ def main() -> None:
     parser.add_argument("--autocast", choices=("bf16", "fp16"), default=None, help="fast mode: UNet autocast")
     parser.add_argument("--json", help=argparse.SUPPRESS)  # child mode: one length, results to this file
     args = parser.parse_args()
-    cfg = CONFIGS[args.config]
+    layout = LAYOUTS[args.config]
 
     if args.json is None:
         device = device_arg(args.device)
-        print_header(f"whole clip, {args.steps} step(s), routing {args.routing}", cfg, device, args.threads)
+        print_header(f"whole clip, {args.steps} step(s), routing {args.routing}", layout, device, args.threads)
         print("each length runs in its own process (glibc: large blocks mmapped, so RSS follows live memory)")
         runs = {}
         for seconds in args.seconds:
@@ -197,7 +196,7 @@ def main() -> None:
                 result = json.load(f)
             os.remove(out)
             runs[seconds] = (result["stages"], result["facts"])
-            print_run(seconds, result["stages"], result["facts"], cfg, args.steps)
+            print_run(seconds, result["stages"], result["facts"], layout, args.steps)
             peak = max(entry["peak_rss_mb"] for entry in result["stages"].values())
             print(f"models' RSS {result['models_rss_mb']:.0f} MB; peak RSS over all stages {peak:.0f} MB")
         if len(runs) > 1:
@@ -207,14 +206,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = device_arg(args.device)
     precision = Precision(device=device, diffusion=DTYPES[args.dtype])
-    models = build_models(cfg, device).to_precision(precision)
-    whisper = build_whisper(cfg, device)
+    models = build_models(layout, device=device).to_precision(precision)
+    whisper = build_whisper(layout, device=device)
     torch.manual_seed(4)
     rife = IFNet().to(device).eval()
     fast = FastMode(autocast=args.autocast)
     models_rss = rss_mb()
+    interpolate = not args.no_interpolate
     stages, facts = run_clip(
-        cfg, args.seconds[0], args.steps, precision, args.routing, fast, not args.no_interpolate, models, whisper, rife
+        layout, args.seconds[0], args.steps, precision, args.routing, fast, interpolate, models, whisper, rife
     )
     with open(args.json, "w") as f:
         json.dump({"stages": stages, "facts": facts, "models_rss_mb": models_rss}, f)

@@ -39,15 +39,19 @@ import sys
 import time
 
 import torch
-from common import CONFIGS, REPO, BenchConfig, build_models, max_abs, psnr, use_mmap_for_large_blocks
+from common import REPO, max_abs, psnr, use_mmap_for_large_blocks
 from process_memory import peak_rss_mb, reset_peak_rss, rss_mb
 
+from dicetalk_core import defaults
 from dicetalk_core import sampler as sampler_module
 from dicetalk_core.emotion.conditioning import emotion_conditioning
 from dicetalk_core.fast_mode import FastMode
 from dicetalk_core.interpolation import IFNet, interpolate_frames
+from dicetalk_core.models.layouts import LAYOUTS, ModelLayout
 from dicetalk_core.pipeline import GenerationSettings, InitialNoise, ReferenceInputs, build_conditioning, generate
 from dicetalk_core.precision import Precision
+from dicetalk_core.random_models import build_models, build_unet
+from dicetalk_core.rates import AUDIO_WINDOW, GENERATION_FPS
 from dicetalk_core.sampler import SamplerSettings
 from dicetalk_core.vae_decode import decode_latents
 
@@ -143,23 +147,25 @@ def golden_case() -> Case | None:
     )
 
 
-def random_case(cfg: BenchConfig, seconds: float, steps: int) -> Case:
-    models = build_models(cfg)
+def random_case(layout: ModelLayout, seconds: float, steps: int) -> Case:
+    models = build_models(layout)
     g = torch.Generator().manual_seed(7)
-    n = int(seconds * 25) // 2
-    windows = torch.randn(n, 10, cfg.whisper_layers + 1, cfg.whisper_dim, generator=g)
-    size = cfg.resolution
+    n = int(seconds * GENERATION_FPS)
+    whisper = layout.whisper
+    windows = torch.randn(n, AUDIO_WINDOW, whisper["encoder_layers"] + 1, whisper["d_model"], generator=g)
+    size = layout.resolution
     mask = torch.zeros(3, size, size)
     mask[:, size // 5 : 4 * size // 5, size // 4 : 3 * size // 4] = 1
     reference = ReferenceInputs(
         torch.rand(3, size, size, generator=g) * 2 - 1, torch.randn(3, 224, 224, generator=g), mask
     )
     emotion = emotion_conditioning(models.emotion_model, torch.randn(1, 256, generator=g))
-    total = n + cfg.window
-    noise = InitialNoise.from_seed(72589, (size, size), (1, total, 4, cfg.latent, cfg.latent))
-    settings = GenerationSettings(sampler=SamplerSettings(steps=steps, window=cfg.window))
+    total = n + layout.window
+    latent = layout.latent_size
+    noise = InitialNoise.from_seed(defaults.SEED, (size, size), (1, total, 4, latent, latent))
+    settings = GenerationSettings(sampler=SamplerSettings(steps=steps, window=layout.window))
     torch.manual_seed(11)
-    return Case(cfg.name, models, reference, windows, emotion, settings, noise, IFNet().eval())
+    return Case(layout.name, models, reference, windows, emotion, settings, noise, IFNet().eval())
 
 
 class CallLog:
@@ -311,15 +317,14 @@ def sampling_memory(case: Case, options: list[str]) -> dict[str, float]:
     return peaks
 
 
-def call_costs(cfg: BenchConfig, depths: list[int]) -> None:
+def call_costs(layout: ModelLayout, depths: list[int]) -> None:
     """CPU seconds of one window's UNet call: full, and cached at each depth (see the module docstring)."""
-    from common import build_unet
     from unet_step import window_inputs
 
     from dicetalk_core.feature_cache import ALL_BRANCHES, FULL_BRANCH, FeatureCache
 
-    unet = build_unet(cfg)
-    frames = torch.arange(cfg.window)
+    unet = build_unet(layout)
+    frames = torch.arange(layout.window)
 
     def best_of_two(fn) -> float:
         times = []
@@ -330,12 +335,12 @@ def call_costs(cfg: BenchConfig, depths: list[int]) -> None:
         return min(times)
 
     for branches, slots in ((1, FULL_BRANCH), (3, ALL_BRANCHES)):
-        args, kwargs = window_inputs(cfg, "cpu", torch.float32, branches=branches)
+        args, kwargs = window_inputs(layout, "cpu", torch.float32, branches=branches)
         with torch.no_grad():
             full = best_of_two(lambda args=args, kwargs=kwargs: unet(*args, **kwargs))
             parts = [f"{branches}-branch call: full {full:.2f} s"]
             for depth, threshold in [(d, 0.0) for d in depths] + [(0, 0.99)]:
-                cache = FeatureCache(unet, depth, 1000, threshold, cfg.window)
+                cache = FeatureCache(unet, depth, 1000, threshold, layout.window)
                 cache(0, slots, frames, *args, **kwargs)
                 cached = best_of_two(lambda c=cache, s=slots, a=args, k=kwargs: c(1, s, frames, *a, **k))
                 name = f"depth {depth}" if threshold == 0 else "adaptive, depth 0"
@@ -364,13 +369,13 @@ def main() -> None:
     if args.calls:
         for name in (c for c in args.cases if c != "golden"):
             print(f"== one window's UNet call, {name}, full vs cached; torch {torch.__version__}, CPU, process CPU s")
-            call_costs(CONFIGS[name], args.depths)
+            call_costs(LAYOUTS[name], args.depths)
         return
     if args.memory:
         print(f"== sampling memory, exact vs feature caching (2 steps); torch {torch.__version__}, CPU")
         for name in (c for c in args.cases if c != "golden"):
             for seconds in args.seconds:
-                case = random_case(CONFIGS[name], seconds, 2)
+                case = random_case(LAYOUTS[name], seconds, 2)
                 peaks = sampling_memory(case, options)
                 frames = case.windows.shape[0] + case.settings.sampler.window
                 line = ", ".join(f"{option} +{peak:.0f} MB" for option, peak in peaks.items())
@@ -380,7 +385,7 @@ def main() -> None:
     print("times: process CPU seconds per stage of one clip; video = the frames after RIFE (golden: before)")
     for name in args.cases:
         for seconds in args.seconds if name != "golden" else [0.0]:
-            case = golden_case() if name == "golden" else random_case(CONFIGS[name], seconds, args.steps)
+            case = golden_case() if name == "golden" else random_case(LAYOUTS[name], seconds, args.steps)
             if case is not None:
                 compare(case, options)
 

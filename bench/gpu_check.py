@@ -654,21 +654,19 @@ def plan(names: list[str] | None, max_seconds: float, official: bool) -> tuple[l
 
 def estimate(layout: ModelLayout, seconds: float, steps: int) -> dict[str, float]:
     """The FLOP model's seconds for the ``clip`` part at the assumed throughputs (official layout only)."""
-    from flops import CONFIGS as FLOP_CONFIGS
-    from flops import SPEC_DECODE_TFLOP_PER_FRAME, SPEC_UNET_TFLOP, temporal_kv_flops
+    from flops import DECODE_TFLOP_PER_FRAME, UNET_CALL_TFLOP, temporal_kv_flops
 
     if layout.name != "official":
         return {}
     n = int(seconds * GENERATION_FPS)
     calls = steps * math.ceil((n + defaults.WINDOW) / defaults.WINDOW)
-    svd = FLOP_CONFIGS["svd"]
-    exact = SPEC_UNET_TFLOP - (temporal_kv_flops(svd) - temporal_kv_flops(svd, per_pixel=False)) / 1e12
+    exact = UNET_CALL_TFLOP - (temporal_kv_flops(layout) - temporal_kv_flops(layout, per_pixel=False)) / 1e12
     decoded = math.ceil(n / defaults.DECODE_CHUNK) * defaults.DECODE_CHUNK
     return {
         "unet_call_tflop": exact,
         "unet_calls": calls,
         "sampling_seconds": calls * exact / ASSUMED_UNET_TFLOPS,
-        "decode_seconds": decoded * SPEC_DECODE_TFLOP_PER_FRAME / ASSUMED_DECODE_TFLOPS,
+        "decode_seconds": decoded * DECODE_TFLOP_PER_FRAME / ASSUMED_DECODE_TFLOPS,
     }
 
 

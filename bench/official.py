@@ -24,8 +24,8 @@ What runs (CPU, ``--threads`` threads, fp32, one fresh process per side so each 
 Both sides read the same files, written once in the official layout and format
 (``ROOT/checkpoints/{DICE-Talk/*.pth, stable-video-diffusion-img2vid-xt/ (fp16 variant files),
 whisper-tiny/, RIFE/flownet.pkl}``; ours reads ``DICE-Talk/`` with the other three linked into it)
-with random weights of the bench's ``medium`` config
-(``bench/common.py``; the only one whose sizes fit the official code's literals; whisper at
+with random weights of the ``medium`` layout
+(``dicetalk_core/models/layouts.py``; the only one whose sizes fit the official code's literals; whisper at
 whisper-tiny's full layout, decoder included, as the official code loads the whole model; constant
 tensors such as zero-initialised convolutions get small noise), and the same portrait (PNG, 320x320,
 face box given), speech (16 kHz WAV) and emotion preset (pickled ``{'mu': (1, 256)}`` ``.npy``, the
@@ -85,7 +85,7 @@ OFFICIAL_HOME = Path.home() / ".cache" / "dicetalk-official"
 DEFAULT_OFFICIAL_DIR = Path(os.environ.get("DICETALK_OFFICIAL_DIR", OFFICIAL_HOME / "src"))
 DEFAULT_OFFICIAL_PYTHON = Path(os.environ.get("DICETALK_OFFICIAL_PYTHON", OFFICIAL_HOME / "venv" / "bin" / "python"))
 DEFAULT_WORK = Path.home() / ".cache" / "dicetalk-bench"
-FORMAT_VERSION = 1  # bump when the written files change
+FORMAT_VERSION = 2  # bump when the written files change
 IMAGE_SIZE = 320
 FACE_BOX = (96.0, 72.0, 128.0, 160.0)  # x, y, w, h in the 320x320 portrait
 SAMPLE_RATE = 16000
@@ -140,31 +140,24 @@ def _perturb_constants(state: dict[str, torch.Tensor], generator: torch.Generato
 
 def write_checkpoints(root: Path, config: str, seed: int) -> None:
     """Random weights of ``config`` in the official layout and formats (see the module docstring)."""
-    from common import CONFIGS, SCHEDULER_CONFIG, build_models
-    from diffusers import EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+    from diffusers import UNetSpatioTemporalConditionModel
     from safetensors.torch import save_file
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
 
-    from dicetalk_core.interpolation import IFBlock, IFNet
     from dicetalk_core.models import EmotionModel
+    from dicetalk_core.models.layouts import LAYOUTS, OFFICIAL
+    from dicetalk_core.random_models import build_models, write_rife_file
 
-    cfg = CONFIGS[config]
+    layout = LAYOUTS[config]
     checkpoints = root / "checkpoints"
     dice, svd = checkpoints / DICE_FOLDER, checkpoints / SVD_FOLDER
     for folder in (dice, svd, checkpoints / "whisper-tiny", checkpoints / "RIFE"):
         folder.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(seed + 100)
-    models = build_models(cfg, seed=seed)
+    models = build_models(layout, seed=seed)
     torch.manual_seed(seed + 2)
-    emotion = EmotionModel(
-        in_dim=256,
-        dim=cfg.cross_dim,
-        intermediate_dim=cfg.emotion_hidden,
-        num_tokens=cfg.tokens,
-        num_codes=64,
-        num_heads=8,
-        classifier=(1280, 512, 256, 22),  # the official classifier (unused at inference; the file holds it)
-    )
+    # the official classifier head: unused at inference, but the official file holds it
+    emotion = EmotionModel(**{**layout.emotion_model, "classifier": OFFICIAL.emotion_model["classifier"]})
     unet_state = _perturb_constants(models.unet.state_dict(), generator)
     torch.save(unet_state, dice / "unet.pth")
     torch.save(_perturb_constants(models.audio_projection.state_dict(), generator), dice / "audio_linear.pth")
@@ -172,7 +165,7 @@ def write_checkpoints(root: Path, config: str, seed: int) -> None:
     torch.save(_perturb_constants(models.pose_guider.state_dict(), generator), dice / "pose_guider.pth")
 
     # SVD-xt folder: fp16 "variant" files, as the official from_pretrained(variant="fp16") reads them
-    stock = UNetSpatioTemporalConditionModel(**cfg.unet_config())
+    stock = UNetSpatioTemporalConditionModel(**layout.unet)
     stock.load_state_dict({k: v for k, v in unet_state.items() if ".processor." not in k})
     stock.half().save_pretrained(svd / "unet", variant="fp16")
     models.vae.load_state_dict(_perturb_constants(models.vae.state_dict(), generator))
@@ -182,36 +175,13 @@ def write_checkpoints(root: Path, config: str, seed: int) -> None:
     clip.config.save_pretrained(svd / "image_encoder")
     clip_state = {k: v.half().contiguous() for k, v in clip.state_dict().items()}
     save_file(clip_state, str(svd / "image_encoder" / "model.fp16.safetensors"), metadata={"format": "pt"})
-    EulerDiscreteScheduler(**SCHEDULER_CONFIG).save_pretrained(svd / "scheduler")
+    models.scheduler.save_pretrained(svd / "scheduler")
 
-    # whisper-tiny's whole layout (the official code loads the decoder too)
+    # whisper: the whole model, decoder included (the official code loads it all)
     torch.manual_seed(seed + 3)
-    heads = max(1, cfg.whisper_dim // 64)
-    whisper_config = WhisperConfig(
-        vocab_size=51865,
-        num_mel_bins=80,
-        d_model=cfg.whisper_dim,
-        encoder_layers=cfg.whisper_layers,
-        decoder_layers=cfg.whisper_layers,
-        encoder_attention_heads=heads,
-        decoder_attention_heads=heads,
-        encoder_ffn_dim=4 * cfg.whisper_dim,
-        decoder_ffn_dim=4 * cfg.whisper_dim,
-        max_source_positions=1500,
-        max_target_positions=448,
-        pad_token_id=50257,
-        bos_token_id=50257,
-        eos_token_id=50257,
-        decoder_start_token_id=50258,
-    )
-    WhisperModel(whisper_config).save_pretrained(checkpoints / "whisper-tiny")
+    WhisperModel(WhisperConfig(**layout.whisper)).save_pretrained(checkpoints / "whisper-tiny")
     WhisperFeatureExtractor().save_pretrained(checkpoints / "whisper-tiny")
-
-    # RIFE: "module."-prefixed keys, the training-only teacher block included (the official load is strict)
-    torch.manual_seed(seed + 4)
-    flownet = {f"module.{k}": v for k, v in IFNet().state_dict().items()}
-    flownet |= {f"module.block_tea.{k}": v for k, v in IFBlock(in_channels=14).state_dict().items()}
-    torch.save(flownet, checkpoints / "RIFE" / "flownet.pkl")
+    write_rife_file(checkpoints / "RIFE" / "flownet.pkl", seed=seed + 4)
 
 
 def prepare(work: Path, config: str, seconds: float, seed: int) -> tuple[Path, dict[str, Path]]:
@@ -291,9 +261,9 @@ def run_side(side: str, args: argparse.Namespace, root: Path, inputs: dict[str, 
         "--tensors",
         str(tensors),
     ]
-    from common import CONFIGS
+    from dicetalk_core.models.layouts import LAYOUTS
 
-    resolution = str(CONFIGS[CONFIG].resolution)
+    resolution = str(LAYOUTS[CONFIG].resolution)
     if side == "official":
         command = [
             str(args.official_python),

@@ -8,7 +8,7 @@ use instead on some steps.
 
     python bench/unet_step.py                      # medium config, CPU, 1 thread
     python bench/unet_step.py --config tiny --repeat 5
-    python bench/unet_step.py --device cuda --config svd --dtype fp16
+    python bench/unet_step.py --device cuda --config official --dtype fp16
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import argparse
 import torch
 from common import (
     CONFIGS,
-    BenchConfig,
-    build_unet,
     clock,
     device_arg,
     max_abs,
@@ -28,27 +26,30 @@ from common import (
     use_mmap_for_large_blocks,
 )
 
+from dicetalk_core.models.layouts import LAYOUTS, ModelLayout
 from dicetalk_core.precision import DTYPES
+from dicetalk_core.random_models import build_unet
 
 
-def window_inputs(cfg: BenchConfig, device, dtype, branches: int = 3, seed: int = 1) -> tuple[tuple, dict]:
+def window_inputs(layout: ModelLayout, device, dtype, branches: int = 3, seed: int = 1) -> tuple[tuple, dict]:
     """Random UNet inputs of one window, shaped as the sampler makes them."""
     g = torch.Generator().manual_seed(seed)
-    h = cfg.latent
-    frames = branches * cfg.window
+    h, size, window = layout.latent_size, layout.resolution, layout.window
+    cross, tokens = layout.unet["cross_attention_dim"], layout.tokens
+    frames = branches * window
 
     def rand(*shape):
         return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
 
-    mask = torch.zeros(1, 1, cfg.resolution, cfg.resolution)
-    mask[..., cfg.resolution // 4 : 3 * cfg.resolution // 4, cfg.resolution // 4 : 3 * cfg.resolution // 4] = 1
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
     mask = mask.to(device=device, dtype=dtype)
-    args = (rand(branches, cfg.window, 8, h, h), torch.tensor(1.6377700567245483, device=device))
+    args = (rand(branches, window, 8, h, h), torch.tensor(1.6377700567245483, device=device))
     kwargs = dict(
-        image_embeds=rand(frames, 1, cfg.cross_dim),
-        adapter_tokens=[rand(frames, cfg.tokens, cfg.cross_dim), rand(frames, cfg.tokens, cfg.cross_dim)],
+        image_embeds=rand(frames, 1, cross),
+        adapter_tokens=[rand(frames, tokens, cross), rand(frames, tokens, cross)],
         added_time_ids=torch.tensor([[12.5, 8.0, 16.0]] * branches, device=device, dtype=dtype),
-        pose_features=rand(1, cfg.channels[0], h, h),
+        pose_features=rand(1, layout.unet["block_out_channels"][0], h, h),
         masks=[mask, mask],
     )
     return args, kwargs
@@ -56,7 +57,7 @@ def window_inputs(cfg: BenchConfig, device, dtype, branches: int = 3, seed: int 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="medium", choices=sorted(CONFIGS))
+    parser.add_argument("--config", default="medium", choices=CONFIGS)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: steady on a shared machine)")
@@ -66,12 +67,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     use_mmap_for_large_blocks()
-    cfg = CONFIGS[args.config]
+    layout = LAYOUTS[args.config]
     device, dtype = device_arg(args.device), DTYPES[args.dtype]
-    print_header("one denoising step of one window (UNet, 3-way CFG batch)", cfg, device, args.threads)
-    unet = build_unet(cfg, device, dtype)
-    call_args, kwargs = window_inputs(cfg, device, dtype)
-    one_args, one_kwargs = window_inputs(cfg, device, dtype, branches=1)
+    print_header("one denoising step of one window (UNet, 3-way CFG batch)", layout, device, args.threads)
+    unet = build_unet(layout).to(device=device, dtype=dtype)
+    call_args, kwargs = window_inputs(layout, device, dtype)
+    one_args, one_kwargs = window_inputs(layout, device, dtype, branches=1)
     outputs = {}
 
     def run(name: str, routing: str, call_args=call_args, kwargs=kwargs):

@@ -1,7 +1,8 @@
 """Opt-in speed-ups that change the result (all OFF by default: the default is the exact, parity-checked path).
 
-None of these is validated on the real DICE-Talk weights: each was measured for speed and for its deviation from the exact path on random-weight models only
-(``bench/fast_mode.py``). Turn them on one at a time and look at the video.
+None of these is validated on the real DICE-Talk weights: each was measured for speed and for its
+deviation from the exact path on random-weight models only (``bench/fast_mode.py``). Turn them on
+one at a time and look at the video.
 
 * ``autocast``: run the UNet under ``torch.autocast`` in bf16 or fp16 (weights stay as loaded; the
   scheduler step, guidance and window averaging stay in the working dtype). On GPUs with fast

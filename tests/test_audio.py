@@ -29,19 +29,12 @@ from dicetalk_core.audio import (
 )
 from dicetalk_core.errors import CancelledError, CheckpointError, InputError
 from dicetalk_core.loaders.whisper import load_whisper
+from dicetalk_core.models.layouts import TINY
 from dicetalk_core.rates import SAMPLE_RATE
 
-TINY_WHISPER = {
-    "d_model": 8,
-    "encoder_layers": 2,
-    "encoder_attention_heads": 2,
-    "encoder_ffn_dim": 16,
-    "decoder_layers": 1,
-    "decoder_attention_heads": 2,
-    "decoder_ffn_dim": 16,
-    "num_mel_bins": 80,
-    "max_source_positions": 1500,
-}
+TINY_WHISPER = TINY.whisper
+HIDDEN_STATES = (TINY_WHISPER["encoder_layers"] + 1, TINY_WHISPER["d_model"])
+"""Per audio position: the embeddings and every encoder layer's output."""
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +204,7 @@ def test_hidden_states_stack_embedding_layers_and_final_norm(whisper, tiny_encod
     _, wave, states = short_clip
     features = whisper.features(wave)
     assert features.shape == (1, 80, 3000)
-    assert states.shape == (1, 1500, TINY_WHISPER["encoder_layers"] + 1, TINY_WHISPER["d_model"])
+    assert states.shape == (1, 1500, *HIDDEN_STATES)
     with torch.no_grad():
         out = tiny_encoder(features, output_hidden_states=True)
     torch.testing.assert_close(states[:, :, -1], out.last_hidden_state, rtol=0, atol=0)
@@ -228,7 +221,7 @@ def test_windows_follow_the_official_slicing(whisper, short_clip, step):
     assert result.num_video_frames == audio_len // step
     expected = official_windows(states, audio_len, step)
     torch.testing.assert_close(result.windows, expected, rtol=0, atol=0)
-    assert result.windows.shape == (audio_len // step, 10, 3, 8)
+    assert result.windows.shape == (audio_len // step, 10, *HIDDEN_STATES)
 
 
 def test_padding_is_zeros_around_the_used_states():
@@ -250,7 +243,7 @@ def test_long_audio_goes_through_several_chunks(whisper, long_clip):
     )
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert result.audio_len == 70 * 25
-    assert result.windows.shape == (875, 10, 3, 8)
+    assert result.windows.shape == (875, 10, *HIDDEN_STATES)
     expected = official_windows(states, 1750, 2)
     torch.testing.assert_close(result.windows, expected, rtol=0, atol=0)
 
@@ -326,7 +319,7 @@ def test_audio_shorter_than_one_video_frame(whisper):
         audio_windows(whisper, speech_like(0.07, SAMPLE_RATE), SAMPLE_RATE)
     result = audio_windows(whisper, speech_like(0.08, SAMPLE_RATE), SAMPLE_RATE)
     assert result.audio_len == 2
-    assert result.windows.shape == (1, 10, 3, 8)
+    assert result.windows.shape == (1, 10, *HIDDEN_STATES)
     assert not result.windows[0, :4].any() and not result.windows[0, 8:].any()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import EulerDiscreteScheduler
-from test_sampler import tiny_unet, unet_inputs
+from test_sampler import CROSS, TOKENS, tiny_unet, unet_inputs
 
 from dicetalk_core.errors import CancelledError, InputError
 from dicetalk_core.fast_mode import FULL, REUSE, UNGUIDED, FastMode
@@ -164,10 +164,10 @@ def run_tiny(fast: FastMode | None, steps: int = 4, frames: int = 6, window: int
     unet = tiny_unet(window)
     g = torch.Generator().manual_seed(3)
     total = frames + window
-    tokens = [torch.randn(total, 3, 16, generator=g) for _ in range(4)]
+    tokens = [torch.randn(total, TOKENS, CROSS, generator=g) for _ in range(4)]
     cond = ClipConditioning(
         image_latents=torch.randn(1, 4, 8, 8, generator=g),
-        image_embeds=torch.randn(1, 1, 16, generator=g),
+        image_embeds=torch.randn(1, 1, CROSS, generator=g),
         audio=tokens[0],
         audio_uncond=tokens[1],
         emotion=tokens[2],

@@ -139,6 +139,16 @@ class ModelLayout:
     resolution: int
 
     @property
+    def window(self) -> int:
+        """Frames per UNet call (the sampler's window)."""
+        return self.unet["num_frames"]
+
+    @property
+    def latent_size(self) -> int:
+        """The latent side at :attr:`resolution` (the VAE downsamples by 8)."""
+        return self.resolution // 8
+
+    @property
     def tokens(self) -> int:
         """Audio and emotion tokens per frame."""
         return self.emotion_model["num_tokens"]
