@@ -26,8 +26,12 @@ sampler's windows move by ``shift_offset`` frames every step, so a window gather
 wherever they were computed, and a one-branch step (guidance reuse, unguided steps) reads the full
 branch's. A call is full whenever one of its frames lacks features for one of its branches. The
 store holds, per frame and branch, one hidden state of the branch point (and, adaptive, one output
-of the first down layer): it grows with the clip like the latents and tokens do, while the UNet's
-working memory stays that of one window (``bench/fast_mode.py --memory`` measures both).
+of the first down layer), so it grows with the clip, like the frames the clip makes. When the UNet
+runs on a GPU the store is kept in host memory and only one window's features visit the device per
+call: device memory stays flat in clip length (at 512x512 and depth 0 the store is ~2.6 MB per
+latent frame and branch in fp16, ~2.7 GB of host memory for 25 s of speech, twice that adaptive;
+a window's share moved per call, ~200 MB, is small beside the call). On the CPU the store stays where it is
+(``bench/fast_mode.py --memory`` measures it).
 
 A call that computes everything gives the stock forward's output bit for bit: this module calls the
 stock layers in the stock order. It mirrors, layer by layer, the non-checkpointing path of the
@@ -174,6 +178,11 @@ class UNetPath:
         return hidden
 
 
+def feature_store_device(device: torch.device) -> torch.device:
+    """Where a run's feature store lives: host memory for an accelerator's run, else ``device`` itself."""
+    return torch.device("cpu") if device.type in ("cuda", "xpu", "mps") else device
+
+
 class FeatureCache:
     """Cached UNet calls for one :func:`~dicetalk_core.sampler.sample` run (module docstring).
 
@@ -183,12 +192,21 @@ class FeatureCache:
         interval: uniform mode: the full UNet every ``interval``-th step (1 with ``threshold``).
         threshold: adaptive mode when > 0: the first down layer's relative change below which a call is cached.
         total_frames: frames of the clip (the store is indexed by clip frame).
+        store_device: where the store lives; default :func:`feature_store_device` of the UNet's device.
 
     Attributes:
         calls: ``(branches, full)`` of every call, in order (for benches and tests).
     """
 
-    def __init__(self, unet: DiceUNet, depth: int, interval: int, threshold: float, total_frames: int) -> None:
+    def __init__(
+        self,
+        unet: DiceUNet,
+        depth: int,
+        interval: int,
+        threshold: float,
+        total_frames: int,
+        store_device: torch.device | None = None,
+    ) -> None:
         self.path = UNetPath(unet)
         if not 0 <= depth < self.path.skip_count:
             raise InputError(
@@ -197,6 +215,7 @@ class FeatureCache:
             )
         self.unet, self.depth, self.interval, self.threshold = unet, depth, interval, threshold
         self.total_frames = total_frames
+        self.store_device = store_device or feature_store_device(unet.device)
         self.deep_features: dict[int, torch.Tensor] = {}  # slot -> (L, C, h, w)
         self.first_layer: dict[int, torch.Tensor] = {}  # slot -> (L, C0, h, w), adaptive only
         self.stored: dict[int, torch.Tensor] = {}  # slot -> (L,) bool: the frame has features
@@ -249,15 +268,16 @@ class FeatureCache:
     def _store(
         self, store: dict[int, torch.Tensor], branches: Sequence[int], frames: torch.Tensor, hidden: torch.Tensor
     ) -> None:
-        per_branch = hidden.unflatten(0, (len(branches), -1))
+        per_branch = hidden.unflatten(0, (len(branches), -1)).to(self.store_device)
+        index = frames.to(self.store_device)
         for i, slot in enumerate(branches):
             if slot not in store:
-                store[slot] = hidden.new_zeros((self.total_frames, *hidden.shape[1:]))
-            store[slot][frames] = per_branch[i]
+                store[slot] = per_branch.new_zeros((self.total_frames, *hidden.shape[1:]))
+            store[slot][index] = per_branch[i]
 
-    @staticmethod
-    def _gather(store: dict[int, torch.Tensor], branches: Sequence[int], frames: torch.Tensor) -> torch.Tensor:
-        return torch.cat([store[slot][frames] for slot in branches])
+    def _gather(self, store: dict[int, torch.Tensor], branches: Sequence[int], frames: torch.Tensor) -> torch.Tensor:
+        index = frames.to(self.store_device)
+        return torch.cat([store[slot][index] for slot in branches]).to(self.unet.device)
 
     def _relative_change(self, first_layer: torch.Tensor, branches: Sequence[int], frames: torch.Tensor) -> float:
         before = self._gather(self.first_layer, branches, frames).float()

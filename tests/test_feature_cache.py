@@ -7,7 +7,7 @@ import torch
 from test_sampler import tiny_unet, unet_inputs
 
 from dicetalk_core.errors import InputError
-from dicetalk_core.feature_cache import ALL_BRANCHES, FULL_BRANCH, FeatureCache, UNetPath
+from dicetalk_core.feature_cache import ALL_BRANCHES, FULL_BRANCH, FeatureCache, UNetPath, feature_store_device
 
 FRAMES = 4
 
@@ -142,3 +142,11 @@ def test_a_depth_beyond_the_unet_is_refused():
     skips = UNetPath(unet).skip_count
     with pytest.raises(InputError, match=f"between 0 and {skips - 1}"):
         FeatureCache(unet, skips, interval=2, threshold=0.0, total_frames=FRAMES)
+
+
+def test_the_store_lives_in_host_memory_for_accelerators_and_in_place_on_the_cpu():
+    assert feature_store_device(torch.device("cuda", 0)) == torch.device("cpu")
+    assert feature_store_device(torch.device("mps")) == torch.device("cpu")
+    assert feature_store_device(torch.device("cpu")) == torch.device("cpu")
+    cache = FeatureCache(tiny_unet(), 0, 2, 0.0, 8)
+    assert cache.store_device == torch.device("cpu")
