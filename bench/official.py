@@ -527,8 +527,7 @@ def side_tag(side: str, args: argparse.Namespace) -> str:
     steps, fast = side_settings(side, args)
     changed = {k: v for k, v in dataclasses.asdict(fast).items() if v != getattr(FastMode(), k)}
     parts = [
-        k.replace("_", "") + ("-".join(map(str, v)) if isinstance(v, tuple) else str(v))
-        for k, v in changed.items()
+        k.replace("_", "") + ("-".join(map(str, v)) if isinstance(v, tuple) else str(v)) for k, v in changed.items()
     ]
     return "-".join([side, *parts, f"steps{steps}"])
 
@@ -671,9 +670,7 @@ def main() -> None:
     )
     parser.add_argument("--cache-interval", type=int, default=3, help="cache side: FastMode(cache_interval=N)")
     parser.add_argument("--cache-depth", type=int, default=0, help="cache and adaptive sides: cache_depth")
-    parser.add_argument(
-        "--cache-threshold", type=float, default=0.1, help="adaptive side: FastMode(cache_threshold=T)"
-    )
+    parser.add_argument("--cache-threshold", type=float, default=0.1, help="adaptive side: FastMode(cache_threshold=T)")
     parser.add_argument("--sides", nargs="+", default=["official", "exact", "low-memory", "fast"], choices=SIDES)
     parser.add_argument(
         "--decode-clips", default="auto", help="our sides: decode_clips_per_call (int or auto, the default)"

@@ -135,9 +135,7 @@ class HaarFaceDetector:
         path = Path(self._cv2.data.haarcascades) / cascade
         self._cascade = self._cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
-            raise DiceTalkError(
-                f"OpenCV could not load the face cascade {path}: reinstall 'opencv-python-headless<5'."
-            )
+            raise DiceTalkError(f"OpenCV could not load the face cascade {path}: reinstall 'opencv-python-headless<5'.")
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face_px = min_face_px
@@ -159,9 +157,7 @@ class HaarFaceDetector:
         )
         boxes = [
             FaceBox(float(x) / scale_x, float(y) / scale_y, float(w) / scale_x, float(h) / scale_y, float(s))
-            for (x, y, w, h), s in zip(
-                np.asarray(found).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=True
-            )
+            for (x, y, w, h), s in zip(np.asarray(found).reshape(-1, 4), np.asarray(weights).reshape(-1), strict=True)
         ]
         return sorted(boxes, key=lambda b: (-b.area, -b.score, b.y, b.x))
 

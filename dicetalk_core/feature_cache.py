@@ -59,6 +59,18 @@ FULL_BRANCH = (2,)
 """The slot a one-branch call (the full branch alone) reads and writes."""
 
 
+def _resnet_then_attention(
+    resnet: nn.Module, attention: nn.Module | None, hidden: torch.Tensor, call: UNetCall
+) -> torch.Tensor:
+    """One layer of a spatio-temporal block, as the stock block runs it: the resnet, then its transformer."""
+    hidden = resnet(hidden, call.emb, image_only_indicator=call.image_only_indicator)
+    if attention is None:
+        return hidden
+    return attention(
+        hidden, encoder_hidden_states=call.cond, image_only_indicator=call.image_only_indicator, return_dict=False
+    )[0]
+
+
 @dataclass(frozen=True)
 class _DownStep:
     """One down layer (resnet, then its transformer if any) or a block's down-samplers: makes one skip."""
@@ -72,15 +84,7 @@ class _DownStep:
             for downsampler in self.downsamplers:
                 hidden = downsampler(hidden)
             return hidden
-        hidden = self.resnet(hidden, call.emb, image_only_indicator=call.image_only_indicator)
-        if self.attention is not None:
-            hidden = self.attention(
-                hidden,
-                encoder_hidden_states=call.cond,
-                image_only_indicator=call.image_only_indicator,
-                return_dict=False,
-            )[0]
-        return hidden
+        return _resnet_then_attention(self.resnet, self.attention, hidden, call)
 
 
 @dataclass(frozen=True)
@@ -97,15 +101,7 @@ class _UpStep:
     size_skip: int | None
 
     def __call__(self, hidden: torch.Tensor, skip: torch.Tensor, call: UNetCall, skips: list) -> torch.Tensor:
-        hidden = torch.cat([hidden, skip], dim=1)
-        hidden = self.resnet(hidden, call.emb, image_only_indicator=call.image_only_indicator)
-        if self.attention is not None:
-            hidden = self.attention(
-                hidden,
-                encoder_hidden_states=call.cond,
-                image_only_indicator=call.image_only_indicator,
-                return_dict=False,
-            )[0]
+        hidden = _resnet_then_attention(self.resnet, self.attention, torch.cat([hidden, skip], dim=1), call)
         if self.upsamplers:
             size = None
             if call.forward_upsample_size and self.size_skip is not None:

@@ -55,8 +55,7 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
     values = np.asarray(image)
     if values.min() < 0 or values.max() > np.iinfo(np.uint16).max:
         raise InputError(
-            f"PIL image of mode {image.mode} has values outside 0..65535: save it as an 8-bit or "
-            "16-bit image."
+            f"PIL image of mode {image.mode} has values outside 0..65535: save it as an 8-bit or 16-bit image."
         )
     return values.astype(np.uint16)
 
@@ -86,9 +85,7 @@ def _to_u8(array: np.ndarray) -> np.ndarray:
         return np.rint(array / _UINT16_TO_UINT8).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
         return _float_to_u8(array)
-    raise InputError(
-        f"Unsupported pixel type {array.dtype}: use uint8, uint16 (16-bit) or float values in [0, 1]."
-    )
+    raise InputError(f"Unsupported pixel type {array.dtype}: use uint8, uint16 (16-bit) or float values in [0, 1].")
 
 
 def _float_to_u8(array: np.ndarray) -> np.ndarray:

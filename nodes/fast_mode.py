@@ -19,8 +19,7 @@ HALF = [OFF, *AUTOCAST_DTYPES]
 TRADE_OFFS = {
     "guidance_reuse": "k=3 x1.68 per clip, 64 dB PSNR against exact; k=2 x1.3, 66 dB.",
     "guidance_until": "0.6 gives x1.2, 50 dB PSNR against exact (smallest test model).",
-    "autocast": "bf16 x1.63 per clip, 74 dB PSNR against exact, on a CPU with bf16 instructions; "
-    "x0.16 on one without.",
+    "autocast": "bf16 x1.63 per clip, 74 dB PSNR against exact, on a CPU with bf16 instructions; x0.16 on one without.",
     "cache_interval": "3 gives x2.19 per clip, 62 dB PSNR against exact; with guidance_reuse 3 and "
     "interval 6 the whole clip ran x5.3 faster than the official code.",
     "cache_depth": "a cached step costs 1/8.6 of a full one at depth 0, 1/3 at depth 1, 1/1.8 at "
@@ -155,7 +154,8 @@ class DICEFastMode:
                         "max": 64,
                         "tooltip": "Frames per temporal-decoder clip (0 = the official 10). Other sizes mix frames "
                         "over other boundaries (the video changes) and need memory in proportion."
-                        + MEASURED + TRADE_OFFS["decode_chunk_size"],
+                        + MEASURED
+                        + TRADE_OFFS["decode_chunk_size"],
                     },
                 ),
                 "interpolation_autocast": (
@@ -164,7 +164,8 @@ class DICEFastMode:
                         "default": OFF,
                         "tooltip": "RIFE frame interpolation in bf16/fp16 autocast (connect this node to DICE-Talk "
                         "Frame Interpolation too). fp16 for GPUs; bf16 for CPUs with bf16 instructions."
-                        + MEASURED + TRADE_OFFS["interpolation_autocast"],
+                        + MEASURED
+                        + TRADE_OFFS["interpolation_autocast"],
                     },
                 ),
                 "interpolation_batch": (
@@ -175,7 +176,8 @@ class DICEFastMode:
                         "max": 64,
                         "tooltip": "Frame pairs per RIFE call (1 = one pair per call, as official; more pairs "
                         "need memory in proportion). Frames differ by float rounding only."
-                        + MEASURED + TRADE_OFFS["interpolation_batch"],
+                        + MEASURED
+                        + TRADE_OFFS["interpolation_batch"],
                     },
                 ),
             },

@@ -110,9 +110,7 @@ def test_flac_decoding_is_lossless(tmp_path):
     path = tmp_path / "clip.flac"
     with av.open(str(path), "w") as out:
         stream = out.add_stream("flac", rate=44100, layout="stereo")
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(pcm.T.reshape(1, -1)), format="s16", layout="stereo"
-        )
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm.T.reshape(1, -1)), format="s16", layout="stereo")
         frame.sample_rate = 44100
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             out.mux(packet)
@@ -238,9 +236,7 @@ def test_padding_is_zeros_around_the_used_states():
 def test_long_audio_goes_through_several_chunks(whisper, long_clip):
     samples, states = long_clip
     calls: list[tuple[int, int]] = []
-    result = audio_windows(
-        whisper, samples, SAMPLE_RATE, progress=lambda done, total: calls.append((done, total))
-    )
+    result = audio_windows(whisper, samples, SAMPLE_RATE, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
     assert result.audio_len == 70 * 25
     assert result.windows.shape == (875, 10, *HIDDEN_STATES)
@@ -358,9 +354,7 @@ def test_load_whisper_names_what_is_missing(tmp_path, tiny_encoder):
     folder = tmp_path / "partial"
     folder.mkdir()
     tiny_encoder.config.save_pretrained(folder)
-    with pytest.raises(
-        CheckpointError, match=r"lacks preprocessor_config\.json, model\.safetensors or pytorch"
-    ):
+    with pytest.raises(CheckpointError, match=r"lacks preprocessor_config\.json, model\.safetensors or pytorch"):
         load_whisper(folder)
 
 

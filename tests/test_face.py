@@ -158,9 +158,7 @@ def test_no_face_raises_input_error():
         prepare_portrait(gradient(96, 128), detector=FixedDetector([]))
 
 
-@pytest.mark.parametrize(
-    "box", [(1, 2, 3), "abcd", (5, 5, 0, 10), (500, 5, 10, 10), (5, 5, float("nan"), 10)]
-)
+@pytest.mark.parametrize("box", [(1, 2, 3), "abcd", (5, 5, 0, 10), (500, 5, 10, 10), (5, 5, float("nan"), 10)])
 def test_bad_caller_box_raises_input_error(box):
     with pytest.raises(InputError, match="ace box"):
         as_face_box(box, 128, 96)

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_fast_mode import _one_thread  # noqa: F401  (autouse fixture)
 from test_sampler import tiny_unet, unet_inputs
 
 from dicetalk_core.errors import InputError
 from dicetalk_core.feature_cache import ALL_BRANCHES, FULL_BRANCH, FeatureCache, UNetPath, feature_store_device
 
 FRAMES = 4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on one thread: OpenMP's spin-waiting makes 2 threads many times slower on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def branch_slots(branches: int) -> tuple[int, ...]:

@@ -70,6 +70,8 @@ WIDTH = TINY.unet["cross_attention_dim"]
 
 def emotion_model(dim: int = WIDTH, in_dim: int = 256) -> EmotionModel:
     return EmotionModel(**{**TINY.emotion_model, "dim": dim, "in_dim": in_dim, "classifier": (dim, 16, 8, 22)})
+
+
 OTHER_SIZES: dict[str, tuple[Callable[[Path], None], str]] = {
     "pose_guider": (
         lambda f: torch.save(PoseGuider(2 * WIDTH, TINY.pose_guider_channels).state_dict(), f / "pose_guider.pth"),

@@ -350,12 +350,14 @@ def openclip_forward(state: dict[str, torch.Tensor], pixels: torch.Tensor, heads
     while f"transformer.resblocks.{i}.ln_1.weight" in state:
         p = f"transformer.resblocks.{i}."
         attention = nn.MultiheadAttention(width, heads, batch_first=True, dtype=pixels.dtype)
-        attention.load_state_dict({
-            "in_proj_weight": state[f"{p}attn.in_proj_weight"],
-            "in_proj_bias": state[f"{p}attn.in_proj_bias"],
-            "out_proj.weight": state[f"{p}attn.out_proj.weight"],
-            "out_proj.bias": state[f"{p}attn.out_proj.bias"],
-        })
+        attention.load_state_dict(
+            {
+                "in_proj_weight": state[f"{p}attn.in_proj_weight"],
+                "in_proj_bias": state[f"{p}attn.in_proj_bias"],
+                "out_proj.weight": state[f"{p}attn.out_proj.weight"],
+                "out_proj.bias": state[f"{p}attn.out_proj.bias"],
+            }
+        )
         y = ln(x, f"{p}ln_1")
         x = x + attention(y, y, y, need_weights=False)[0]
         y = F.gelu(F.linear(ln(x, f"{p}ln_2"), state[f"{p}mlp.c_fc.weight"], state[f"{p}mlp.c_fc.bias"]))
@@ -406,18 +408,24 @@ def test_unknown_keys_are_reported(shapes, convert, key):
 
 def test_an_sd15_checkpoint_is_refused_by_name(tmp_path):
     path = tmp_path / "v1-5-pruned-emaonly.safetensors"
-    save_file({
-        "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
-        "first_stage_model.decoder.mid.block_1.norm1.weight": torch.zeros(512),
-        "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(8, 768),
-    }, path)
+    save_file(
+        {
+            "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
+            "first_stage_model.decoder.mid.block_1.norm1.weight": torch.zeros(512),
+            "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(8, 768),
+        },
+        path,
+    )
     with pytest.raises(CheckpointError, match=r"not a single-file Stable Video Diffusion.*Stable Diffusion 1\.x"):
         load_svd_components(path, device="cpu", dtype=torch.float32)
 
 
 def test_the_image_decoder_variant_is_named():
-    keys = [UNET_PREFIX + "input_blocks.1.0.time_stack.in_layers.0.weight", CLIP_PREFIX + "proj",
-            VAE_PREFIX + "decoder.mid.block_1.norm1.weight"]
+    keys = [
+        UNET_PREFIX + "input_blocks.1.0.time_stack.in_layers.0.weight",
+        CLIP_PREFIX + "proj",
+        VAE_PREFIX + "decoder.mid.block_1.norm1.weight",
+    ]
     with pytest.raises(CheckpointError, match=r"temporal VAE decoder.*svd_xt_image_decoder"):
         check_svd_checkpoint(keys, source="svd_xt_image_decoder.safetensors")
 
@@ -453,15 +461,17 @@ def rule_built_file(tmp_path_factory):
         vae=random_tensors(sgm_vae_shapes(**TINY_VAE), seed=4),
         clip=random_tensors(openclip_visual_shapes(**TINY_CLIP), seed=5),
     )
-    parts.path = write_single_file(tmp_path_factory.mktemp("svd") / "svd_xt.safetensors", parts.unet, parts.vae,
-                                   parts.clip)
+    parts.path = write_single_file(
+        tmp_path_factory.mktemp("svd") / "svd_xt.safetensors", parts.unet, parts.vae, parts.clip
+    )
     return parts
 
 
 def test_single_file_loads_with_every_tensor_in_place(rule_built_file):
     parts = rule_built_file
-    loaded = load_svd_components(parts.path, device="cpu", dtype=F64, load_unet=True, fp16_weights=False,
-                                 configs=TINY_CONFIGS)
+    loaded = load_svd_components(
+        parts.path, device="cpu", dtype=F64, load_unet=True, fp16_weights=False, configs=TINY_CONFIGS
+    )
     assert loaded.unet_config == dict(TINY_CONFIGS.unet)
     expected = convert_unet(parts.unet)
     assert set(loaded.unet_state) == set(expected)
@@ -495,8 +505,10 @@ def test_single_file_encodes_with_the_conditioning_autoencoder(tmp_path, rule_bu
     path = write_single_file(tmp_path / "svd_xt.safetensors", parts.unet, parts.vae, parts.clip, conditioning)
     vae = load_svd_components(path, device="cpu", dtype=F64, fp16_weights=False, configs=TINY_CONFIGS).vae
     loaded = vae.state_dict()
-    from_conditioning = convert_vae({k: v for k, v in conditioning.items() if k.startswith(("encoder.", "quant_conv"))}
-                                    | {k: v for k, v in parts.vae.items() if not k.startswith("encoder.")})
+    from_conditioning = convert_vae(
+        {k: v for k, v in conditioning.items() if k.startswith(("encoder.", "quant_conv"))}
+        | {k: v for k, v in parts.vae.items() if not k.startswith("encoder.")}
+    )
     assert set(loaded) == set(from_conditioning)
     assert all(torch.equal(loaded[k], v) for k, v in from_conditioning.items())
     assert torch.equal(loaded["quant_conv.weight"], conditioning["quant_conv.weight"])
@@ -531,31 +543,69 @@ def comfy():
         from comfy.ldm.modules.diffusionmodules.openaimodel import Timestep, UNetModel
     except ImportError as err:
         pytest.skip(f"ComfyUI at {root} cannot be imported ({err}); its model code needs einops.")
-    return SimpleNamespace(root=root, ops=comfy.ops, UNetModel=UNetModel, Timestep=Timestep,
-                           AutoencodingEngine=AutoencodingEngine, AutoencodingEngineLegacy=AutoencodingEngineLegacy)
+    return SimpleNamespace(
+        root=root,
+        ops=comfy.ops,
+        UNetModel=UNetModel,
+        Timestep=Timestep,
+        AutoencodingEngine=AutoencodingEngine,
+        AutoencodingEngineLegacy=AutoencodingEngineLegacy,
+    )
 
 
-def comfy_unet_config(channels: int = 320, mult: tuple[int, ...] = (1, 2, 4, 4), head_channels: int = 64,
-                      context: int = 1024, adm: int = 768) -> dict:
+def comfy_unet_config(
+    channels: int = 320,
+    mult: tuple[int, ...] = (1, 2, 4, 4),
+    head_channels: int = 64,
+    context: int = 1024,
+    adm: int = 768,
+) -> dict:
     """What ComfyUI builds for SVD (``model_detection.detect_unet_config`` + ``supported_models.SVD_img2vid``)."""
     levels = len(mult)
     return {
-        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
-        "num_classes": "sequential", "adm_in_channels": adm, "in_channels": 8, "out_channels": 4,
-        "model_channels": channels, "num_res_blocks": [2] * levels, "channel_mult": list(mult),
+        "use_checkpoint": False,
+        "image_size": 32,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "num_classes": "sequential",
+        "adm_in_channels": adm,
+        "in_channels": 8,
+        "out_channels": 4,
+        "model_channels": channels,
+        "num_res_blocks": [2] * levels,
+        "channel_mult": list(mult),
         "transformer_depth": [1, 1] * (levels - 1) + [0, 0],
         "transformer_depth_output": [1, 1, 1] * (levels - 1) + [0, 0, 0],
-        "transformer_depth_middle": 1, "use_linear_in_transformer": True, "context_dim": context,
-        "extra_ff_mix_layer": True, "use_spatial_context": True, "merge_strategy": "learned_with_images",
-        "merge_factor": 0.0, "video_kernel_size": [3, 1, 1], "use_temporal_resblock": True,
-        "use_temporal_attention": True, "disable_temporal_crossattention": False, "num_heads": -1,
-        "num_head_channels": head_channels, "attn_precision": None,
+        "transformer_depth_middle": 1,
+        "use_linear_in_transformer": True,
+        "context_dim": context,
+        "extra_ff_mix_layer": True,
+        "use_spatial_context": True,
+        "merge_strategy": "learned_with_images",
+        "merge_factor": 0.0,
+        "video_kernel_size": [3, 1, 1],
+        "use_temporal_resblock": True,
+        "use_temporal_attention": True,
+        "disable_temporal_crossattention": False,
+        "num_heads": -1,
+        "num_head_channels": head_channels,
+        "attn_precision": None,
     }
 
 
 def comfy_vae_encoder_config(channels: int = 128, mult: tuple[int, ...] = (1, 2, 4, 4)) -> dict:
-    return {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
-            "ch": channels, "ch_mult": list(mult), "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    return {
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": channels,
+        "ch_mult": list(mult),
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
 
 
 def comfy_vae(comfy, channels: int = 128, mult: tuple[int, ...] = (1, 2, 4, 4)):
@@ -587,21 +637,37 @@ def randomize(module: nn.Module, seed: int) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def comfy_built(comfy, tmp_path_factory):
     """Tiny ComfyUI SVD models with random weights, saved as one single file and loaded by our loader."""
-    unet = comfy.UNetModel(**comfy_unet_config(32, (1, 2, 2), 16, 24, 24), operations=comfy.ops.disable_weight_init,
-                           dtype=F64).to(F64).eval()
+    unet = (
+        comfy.UNetModel(
+            **comfy_unet_config(32, (1, 2, 2), 16, 24, 24), operations=comfy.ops.disable_weight_init, dtype=F64
+        )
+        .to(F64)
+        .eval()
+    )
     vae = comfy_vae(comfy, 32, (1, 2)).to(F64).eval()
-    conditioning = comfy.AutoencodingEngineLegacy(
-        embed_dim=4, ddconfig=comfy_vae_encoder_config(32, (1, 2)),
-        regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
-    ).to(F64).eval()
+    conditioning = (
+        comfy.AutoencodingEngineLegacy(
+            embed_dim=4,
+            ddconfig=comfy_vae_encoder_config(32, (1, 2)),
+            regularizer_config={"target": "comfy.ldm.models.autoencoder.DiagonalGaussianRegularizer"},
+        )
+        .to(F64)
+        .eval()
+    )
     clip = random_tensors(openclip_visual_shapes(**TINY_CLIP), seed=7)
     parts = SimpleNamespace(comfy=comfy, unet=unet, vae=vae, conditioning=conditioning, clip=clip)
     parts.unet_sgm, parts.vae_sgm = randomize(unet, 8), randomize(vae, 9)
     parts.conditioning_sgm = randomize(conditioning, 10)
-    path = write_single_file(tmp_path_factory.mktemp("comfy") / "svd_xt.safetensors", parts.unet_sgm,
-                             parts.vae_sgm, parts.clip, parts.conditioning_sgm)
-    parts.loaded = load_svd_components(path, device="cpu", dtype=F64, load_unet=True, fp16_weights=False,
-                                       configs=TINY_CONFIGS)
+    path = write_single_file(
+        tmp_path_factory.mktemp("comfy") / "svd_xt.safetensors",
+        parts.unet_sgm,
+        parts.vae_sgm,
+        parts.clip,
+        parts.conditioning_sgm,
+    )
+    parts.loaded = load_svd_components(
+        path, device="cpu", dtype=F64, load_unet=True, fp16_weights=False, configs=TINY_CONFIGS
+    )
     return parts
 
 
@@ -626,11 +692,19 @@ def test_unet_matches_comfyui(comfy_built):
         ours = unet(sample, timestep, context, added_time_ids).sample[0]
         embed = parts.comfy.Timestep(8)  # what comfy.model_base.SVD_img2vid.encode_adm does (at 256)
         y = torch.cat([embed(added_time_ids[:, i]) for i in range(3)], dim=1).to(F64)
-        theirs = parts.unet(sample[0], timestep.repeat(frames), context.repeat(frames, 1, 1), y.repeat(frames, 1),
-                            num_video_frames=frames, image_only_indicator=torch.zeros(1, frames, dtype=F64))
+        theirs = parts.unet(
+            sample[0],
+            timestep.repeat(frames),
+            context.repeat(frames, 1, 1),
+            y.repeat(frames, 1),
+            num_video_frames=frames,
+            image_only_indicator=torch.zeros(1, frames, dtype=F64),
+        )
     error = max_err(ours, theirs)
-    print(f"\nUNet vs ComfyUI (float64, {len(state)} tensors): max abs error {error:.3g}, "
-          f"output max {theirs.abs().max():.3g}")
+    print(
+        f"\nUNet vs ComfyUI (float64, {len(state)} tensors): max abs error {error:.3g}, "
+        f"output max {theirs.abs().max():.3g}"
+    )
     assert error < EXACT
 
 

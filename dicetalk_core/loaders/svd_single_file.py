@@ -111,9 +111,7 @@ class _Unmapped(KeyError):
     """A key that no rule of the map knows."""
 
 
-def _rename_all(
-    state: Mapping[str, torch.Tensor], rename: Callable[[str], str], *, what: str
-) -> StateDict:
+def _rename_all(state: Mapping[str, torch.Tensor], rename: Callable[[str], str], *, what: str) -> StateDict:
     """Apply ``rename`` to every key; report every key it does not know, and any collision."""
     out: StateDict = {}
     unknown: list[str] = []
@@ -167,9 +165,7 @@ _RESNET_LAYERS = {
     "out_layers.3": "conv2",
     "skip_connection": "conv_shortcut",
 }
-_ATTENTION_PARTS = (
-    "norm", "proj_in", "proj_out", "transformer_blocks", "time_stack", "time_pos_embed", "time_mixer"
-)
+_ATTENTION_PARTS = ("norm", "proj_in", "proj_out", "transformer_blocks", "time_stack", "time_pos_embed", "time_mixer")
 _BLOCK = re.compile(r"(input_blocks|output_blocks)\.(\d+)\.(\d+)\.(.+)")
 _MIDDLE = re.compile(r"middle_block\.(\d+)\.(.+)")
 _MIDDLE_TARGETS = {"0": "mid_block.resnets.0", "1": "mid_block.attentions.0", "2": "mid_block.resnets.1"}
@@ -288,9 +284,7 @@ _VAE_TOP = {
     "quant_conv": "quant_conv",
 }
 _VAE_SAMPLERS = {"downsample": "downsamplers", "upsample": "upsamplers"}
-_VAE_BLOCK = re.compile(
-    r"(encoder|decoder)\.(?:(down|up)\.(\d+)\.(block\.\d+|downsample|upsample)|mid\.(\w+))\.(.+)"
-)
+_VAE_BLOCK = re.compile(r"(encoder|decoder)\.(?:(down|up)\.(\d+)\.(block\.\d+|downsample|upsample)|mid\.(\w+))\.(.+)")
 
 
 def _vae_resnet(module: str, param: str, *, video: bool) -> str:

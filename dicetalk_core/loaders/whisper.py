@@ -73,7 +73,6 @@ def load_whisper(
     return WhisperAudioEncoder(feature_extractor, encoder.to(device=device, dtype=dtype))
 
 
-
 def check_whisper_fits(
     audio_projection: AudioProjection, whisper: WhisperAudioEncoder, whisper_folder: str | Path
 ) -> None:

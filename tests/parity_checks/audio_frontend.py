@@ -39,9 +39,7 @@ def check(case: GoldenCase, report: dict) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "input.wav"
-        _write_pcm16_wav(
-            path, case["inputs.waveform_pcm16"].numpy(), int(case.meta["waveform"]["sample_rate"])
-        )
+        _write_pcm16_wav(path, case["inputs.waveform_pcm16"].numpy(), int(case.meta["waveform"]["sample_rate"]))
         waveform = _check_waveform(case, path, report)
         result = audio_file_windows(whisper, path, step=step, max_frames=max_frames)
 
@@ -65,20 +63,14 @@ def _check_waveform(case: GoldenCase, path: Path, report: dict) -> np.ndarray:
     waveform = to_mono_16k(samples, rate)
     # Stored only when the source is not 16 kHz; otherwise librosa returns the decoded samples as is.
     expected = case.tensors.get("intermediate.waveform_16k", pcm_float.mean(dim=0))
-    assert_close(
-        "waveform_16k", torch.from_numpy(waveform), expected, *case.tolerance("waveform_16k"), report
-    )
+    assert_close("waveform_16k", torch.from_numpy(waveform), expected, *case.tolerance("waveform_16k"), report)
     return waveform
 
 
-def _check_encoder(
-    case: GoldenCase, whisper: WhisperAudioEncoder, waveform: np.ndarray, report: dict
-) -> torch.Tensor:
+def _check_encoder(case: GoldenCase, whisper: WhisperAudioEncoder, waveform: np.ndarray, report: dict) -> torch.Tensor:
     """Log-mel features per 30 s chunk and stacked hidden states (ours, and from the stored features)."""
     size = whisper.chunk_samples
-    features = torch.cat(
-        [whisper.features(waveform[i : i + size]) for i in range(0, len(waveform), size)], -1
-    )
+    features = torch.cat([whisper.features(waveform[i : i + size]) for i in range(0, len(waveform), size)], -1)
     stored_features = case["intermediate.input_features"]
     assert_close("input_features", features, stored_features, *case.tolerance("input_features"), report)
 
