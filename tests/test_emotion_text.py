@@ -25,6 +25,11 @@ def test_slightly_sad_then_very_happy():
     assert (second.ease, second.over) == ("smooth", TimeMark(0.5))
 
 
+@pytest.mark.parametrize("joint", ["; ", " -> ", " => ", " \u2192 ", ", then "])
+def test_every_way_of_writing_then_splits_the_same(joint):
+    assert parse_emotion_text(f"slightly sad{joint}very happy") == parse_emotion_text("slightly sad then very happy")
+
+
 def test_times_transitions_mixes_and_synonyms():
     specs = parse_emotion_text(
         "Neutral -> joyful and a bit surprised at 2s over 1 s; then suddenly furious at frame 60, "

@@ -2,7 +2,7 @@
 
 Grammar (case-insensitive; words outside the tables below are refused with the list of known ones)::
 
-    prompt   := segment (THEN segment)*          THEN: "then", "->", "→", ";"   (", then" too)
+    prompt   := segment (THEN segment)*          THEN: "then", "->", U+2192 (arrow), ";"   (", then" too)
     segment  := any order of: mix, time, over, transition
     mix      := term (AND term)*                 AND: "and", "with", "plus", "+", "&", ","
     term     := [weight] ADVERB* EMOTION [":" number]
@@ -167,7 +167,7 @@ def reserved_words() -> frozenset[str]:
 
 
 def _tokenize(text: str) -> list[str]:
-    cleaned = text.lower().replace("→", " then ").replace("->", " then ").replace("=>", " then ")
+    cleaned = text.lower().replace("\u2192", " then ").replace("->", " then ").replace("=>", " then ")
     cleaned = cleaned.replace(";", " then ")
     tokens: list[str] = []
     pos = 0
