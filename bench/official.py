@@ -123,7 +123,9 @@ def write_inputs(folder: Path, seconds: float, seed: int) -> dict[str, Path]:
         out.setframerate(SAMPLE_RATE)
         out.writeframes(samples.tobytes())
     prior = rng.normal(0, 0.85, (1, 256)).astype(np.float32)
-    np.save(folder / "emotion.npy", {"mu": prior}, allow_pickle=True)
+    # the official preset format, a pickled {'mu': prior} (np.save writes an object array as a pickle);
+    # the official side loads it its own way, ours through the restricted preset loader
+    np.save(folder / "emotion.npy", np.array({"mu": prior}, dtype=object))
     return {"image": folder / "portrait.png", "audio": folder / "speech.wav", "emotion": folder / "emotion.npy"}
 
 

@@ -1,8 +1,8 @@
 """Emotion presets: reading the official pickled ``.npy`` files without running code, and our safetensors.
 
 An official preset (``examples/emo/<name>.npy``) is a NumPy object array holding a pickled dict
-``{'mu': float32 (1, 256)}``: the mean emotion prior of many videos of that emotion. ``np.load`` with
-``allow_pickle=True`` would execute whatever a crafted file contains, so the pickle stream is read
+``{'mu': float32 (1, 256)}``: the mean emotion prior of many videos of that emotion. ``np.load`` told to
+accept pickles would execute whatever a crafted file contains, so the pickle stream is read
 here by an unpickler that admits only NumPy's array-reconstruction globals; anything else is refused
 before it is built.
 
