@@ -54,21 +54,18 @@ from typing import Any
 
 import torch
 from common import max_abs, psnr, time_interleaved
-from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
 from diffusers.utils import logging as diffusers_logging
 from process_memory import peak_rss_mb, reset_peak_rss, rss_mb
-from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from dicetalk_core import defaults, memory
 from dicetalk_core.audio import audio_windows
 from dicetalk_core.emotion.conditioning import emotion_conditioning
 from dicetalk_core.interpolation import IFNet, interpolate_frames
-from dicetalk_core.models import AudioProjection, EmotionModel, PoseGuider
 from dicetalk_core.models.bundle import STAGE_MODULES, DiceTalkModels
 from dicetalk_core.models.layouts import LAYOUTS, ModelLayout
 from dicetalk_core.pipeline import GenerationSettings, InitialNoise, ReferenceInputs, build_conditioning, generate
 from dicetalk_core.precision import Precision
-from dicetalk_core.random_models import build_unet, build_whisper
+from dicetalk_core.random_models import build_models, build_whisper
 from dicetalk_core.rates import GENERATION_FPS, SAMPLE_RATE
 from dicetalk_core.sampler import SamplerSettings, sample
 from dicetalk_core.vae_decode import decode_latents
@@ -193,31 +190,11 @@ def emotion_prior(seed: int = 6) -> torch.Tensor:
     return torch.randn(1, PRIOR_DIM, generator=torch.Generator().manual_seed(seed))
 
 
-def build_models_on(layout: ModelLayout, device: torch.device, dtype: torch.dtype) -> DiceTalkModels:
-    """``random_models.build_models`` with every weight initialised on ``device`` (no 9 GB of CPU init and
-    copy at full size). The scheduler is made on the CPU: its constructor reads its tensors with numpy."""
-    with torch.device(device):
-        unet = build_unet(layout)
-        torch.manual_seed(1)
-        modules = {
-            "vae": AutoencoderKLTemporalDecoder(**layout.vae),
-            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**layout.image_encoder)),
-            "pose_guider": PoseGuider(**layout.pose_guider),
-            "audio_projection": AudioProjection(**layout.audio_projection),
-            "emotion_model": EmotionModel(**layout.emotion_model),
-        }
-    models = DiceTalkModels(unet=unet, **modules, scheduler=EulerDiscreteScheduler(**layout.scheduler))
-    for name in DiceTalkModels.MODULES:  # some scalars (diffusers' mix factors) are made on the CPU regardless
-        module_dtype = torch.float32 if name in DiceTalkModels.CONDITIONING_MODULES else dtype
-        getattr(models, name).to(device=device, dtype=module_dtype).eval().requires_grad_(False)
-    return models
-
-
 def build(ctx: Context) -> dict[str, Any]:
     """Every module of the layout with random weights, built on the device (no CPU copy, no download)."""
     probe = Probe(ctx.device)
     probe.start()
-    ctx.models = build_models_on(ctx.layout, ctx.device, ctx.precision.diffusion)
+    ctx.models = build_models(ctx.layout, device=ctx.device, dtype=ctx.precision.diffusion)
     ctx.whisper = build_whisper(ctx.layout, device=ctx.device)
     torch.manual_seed(4)
     ctx.rife = IFNet().to(ctx.device).eval()

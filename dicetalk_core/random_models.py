@@ -48,7 +48,7 @@ TEACHER_IN_CHANNELS = 14
 
 
 def build_unet(layout: ModelLayout, *, seed: int = 0) -> DiceUNet:
-    """The stock UNet of ``layout`` with the DICE-Talk adapters, random weights, eval mode, on the CPU."""
+    """The stock UNet of ``layout`` with the DICE-Talk adapters, random weights, eval mode (on the default device)."""
     torch.manual_seed(seed)
     unet = install_dice_adapters(UNetSpatioTemporalConditionModel(**layout.unet), (layout.tokens, layout.tokens))
     with torch.no_grad():
@@ -59,19 +59,23 @@ def build_unet(layout: ModelLayout, *, seed: int = 0) -> DiceUNet:
 def build_models(
     layout: ModelLayout = TINY, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> DiceTalkModels:
-    """Every module of ``layout`` with random weights (the audio projection and emotion model in float32)."""
-    unet = build_unet(layout, seed=seed)
-    torch.manual_seed(seed + 1)
-    models = DiceTalkModels(
-        unet=unet,
-        vae=AutoencoderKLTemporalDecoder(**layout.vae),
-        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**layout.image_encoder)),
-        pose_guider=PoseGuider(**layout.pose_guider),
-        audio_projection=AudioProjection(**layout.audio_projection),
-        emotion_model=EmotionModel(**layout.emotion_model),
-        scheduler=EulerDiscreteScheduler(**layout.scheduler),
-    )
-    for name in DiceTalkModels.MODULES:
+    """Every module of ``layout`` with random weights (the audio projection and emotion model in float32).
+
+    The weights are initialised on ``device`` itself (no CPU copy of a full-size model); the scheduler is
+    made on the CPU, as its constructor reads its tensors with numpy.
+    """
+    with torch.device(device):
+        unet = build_unet(layout, seed=seed)
+        torch.manual_seed(seed + 1)
+        modules = {
+            "vae": AutoencoderKLTemporalDecoder(**layout.vae),
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**layout.image_encoder)),
+            "pose_guider": PoseGuider(**layout.pose_guider),
+            "audio_projection": AudioProjection(**layout.audio_projection),
+            "emotion_model": EmotionModel(**layout.emotion_model),
+        }
+    models = DiceTalkModels(unet=unet, **modules, scheduler=EulerDiscreteScheduler(**layout.scheduler))
+    for name in DiceTalkModels.MODULES:  # some scalars (diffusers' mix factors) are made on the CPU regardless
         module_dtype = torch.float32 if name in DiceTalkModels.CONDITIONING_MODULES else dtype
         getattr(models, name).to(device=device, dtype=module_dtype).eval().requires_grad_(False)
     return models
